@@ -1,0 +1,26 @@
+# The two commands of the README; each creates the project-local virtual environment on first use.
+#   make demo   run the main job on the embedded default
+#   make test   install what the tests need and run the whole suite
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+# torch and torchvision pinned to the builds these machines serve from a local wheel store; elsewhere
+# pick yours, e.g. `make test TORCH="torch torchvision"`.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/resnetkit models
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q

@@ -1,0 +1,28 @@
+"""Architecture only: configs, layers, residual units, the ResNet, the variant table and its registry."""
+
+from .blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResidualUnit
+from .builders import (
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+    resnext50_32x4d,
+    resnext101_32x8d,
+    resnext101_64x4d,
+    wide_resnet50_2,
+    wide_resnet101_2,
+)
+from .complexity import count_macs, count_params, model_table
+from .config import BlockType, Norm, ResNetConfig, Shortcut, Stem
+from .registry import create_model, get_variant, list_models, model_config
+from .resnet import ResNet
+from .variants import VARIANTS
+
+__all__ = [
+    "BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck", "ResidualUnit",
+    "BlockType", "Norm", "ResNetConfig", "Shortcut", "Stem", "ResNet", "VARIANTS",
+    "create_model", "get_variant", "list_models", "model_config", "count_macs", "count_params", "model_table",
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+    "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+]  # fmt: skip

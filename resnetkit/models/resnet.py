@@ -1,0 +1,281 @@
+"""The one residual network: stem -> stages of residual units -> pooled classifier.
+
+Every variant (ImageNet ResNets v1/v1.5, ResNet-D, ResNeXt, Wide ResNet, SE-ResNet, pre-activation ResNets, plain
+baselines and the CIFAR family) is this class with a different :class:`ResNetConfig`.
+
+References:
+    He et al. 2015, "Deep Residual Learning for Image Recognition".
+    He et al. 2016, "Identity Mappings in Deep Residual Networks".
+    Xie et al. 2017, "Aggregated Residual Transformations for Deep Neural Networks" (ResNeXt).
+    Zagoruyko & Komodakis 2016, "Wide Residual Networks".
+    He et al. 2019, "Bag of Tricks for Image Classification with Convolutional Neural Networks" (ResNet-D).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .blocks import BLOCKS, ResidualUnit, block_class, make_shortcut
+from .config import BlockType, ResNetConfig, Shortcut, Stem
+from .layers import NORM_LAYERS, NormLayer, conv3x3
+
+
+class ResNet(nn.Module):
+    """Residual network with the torchvision constructor and timm's model interface.
+
+    ``ResNet(BasicBlock, [2, 2, 2, 2], num_classes=10)`` works as in torchvision and textbooks; any other
+    :class:`ResNetConfig` field can be given as a keyword (``stem=Stem.CIFAR``, ``shortcut=Shortcut.A``, ...).
+    :meth:`from_config` builds from a config, which is what ``create_model`` does.
+
+    Args:
+        block: unit class (``BasicBlock``, ``Bottleneck`` or their ``PreAct`` forms) or a :class:`BlockType`.
+        layers: number of units per stage.
+        num_classes: classifier outputs; 0 leaves no classifier.
+        zero_init_residual: start every residual branch at zero.
+        groups: ResNeXt cardinality.
+        width_per_group: bottleneck width per group.
+        replace_stride_with_dilation: one flag per stage after the first, as in torchvision.
+        norm_layer: norm callable ``channels -> module``, overriding ``norm``.
+        in_channels: channels of the input image.
+        **options: any other :class:`ResNetConfig` field.
+
+    Attributes:
+        config: the :class:`ResNetConfig` the network was built from.
+        feature_info: per stage, ``dict(num_chs, reduction, module)`` as in timm.
+    """
+
+    def __init__(
+        self,
+        block: type[ResidualUnit] | BlockType | str,
+        layers: Sequence[int],
+        num_classes: int = 1000,
+        zero_init_residual: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
+        replace_stride_with_dilation: Sequence[bool] | None = None,
+        norm_layer: NormLayer | None = None,
+        in_channels: int = 3,
+        **options: Any,
+    ):
+        super().__init__()
+        block_type, preact = _parse_block(block)
+        options.setdefault("preact", preact)
+        if "widths" not in options and len(layers) != 4:
+            options["widths"] = tuple(64 * 2**i for i in range(len(layers)))
+        config = ResNetConfig().replace(
+            block=block_type,
+            layers=tuple(layers),
+            num_classes=num_classes,
+            zero_init_residual=zero_init_residual,
+            groups=groups,
+            width_per_group=width_per_group,
+            in_channels=in_channels,
+            **options,
+        )
+        if replace_stride_with_dilation is not None:
+            config = config.replace(replace_stride_with_dilation=replace_stride_with_dilation)
+        self._build(config, norm_layer)
+
+    @classmethod
+    def from_config(cls, config: ResNetConfig, norm_layer: NormLayer | None = None) -> ResNet:
+        """Build the network described by ``config``; ``norm_layer`` overrides ``config.norm``."""
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model._build(config, norm_layer)
+        return model
+
+    def _build(self, config: ResNetConfig, norm_layer: NormLayer | None) -> None:
+        self.config = config
+        norm_layer = norm_layer or NORM_LAYERS[config.norm]
+        self._make_stem(norm_layer)
+        self.stage_names: list[str] = []
+        for i, stage in enumerate(_make_stages(config, norm_layer)):
+            name = f"layer{i + 1}"
+            setattr(self, name, stage)
+            self.stage_names.append(name)
+        self.feature_info = _feature_info(config)
+        self._make_head(norm_layer)
+        self._init_weights()
+
+    def _make_stem(self, norm_layer: NormLayer) -> None:
+        """conv1 (one conv, or three in the deep stem), then bn1/act1/maxpool where the variant has them."""
+        c = self.config
+        if c.stem is Stem.DEEP:
+            mid = c.stem_width // 2
+            self.conv1 = nn.Sequential(
+                conv3x3(c.in_chans, mid, stride=2), norm_layer(mid), nn.ReLU(inplace=True),
+                conv3x3(mid, mid), norm_layer(mid), nn.ReLU(inplace=True),
+                conv3x3(mid, c.stem_width),
+            )  # fmt: skip
+        elif c.stem is Stem.CIFAR:
+            self.conv1 = conv3x3(c.in_chans, c.stem_width)
+        else:
+            self.conv1 = nn.Conv2d(c.in_chans, c.stem_width, 7, stride=2, padding=3, bias=False)
+        # Pre-activation networks leave the stem un-normalised: their first unit starts with norm and ReLU.
+        self.bn1 = nn.Identity() if c.preact else norm_layer(c.stem_width)
+        self.act1 = nn.Identity() if c.preact else nn.ReLU(inplace=True)
+        self.maxpool = nn.Identity() if c.stem is Stem.CIFAR else nn.MaxPool2d(3, stride=2, padding=1)
+
+    def _make_head(self, norm_layer: NormLayer) -> None:
+        """Final norm and ReLU (pre-activation only), global average pool, dropout, classifier."""
+        c = self.config
+        self.norm = norm_layer(c.num_features) if c.preact else nn.Identity()
+        self.norm_act = nn.ReLU(inplace=True) if c.preact else nn.Identity()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(c.drop_rate) if c.drop_rate else nn.Identity()
+        self.fc = nn.Linear(c.num_features, c.num_classes) if c.num_classes else nn.Identity()
+
+    def _init_weights(self) -> None:
+        """He-normal convolutions (fan-out), unit norms, then optionally zeroed residual branches."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.config.zero_init_last:
+            for m in self.modules():
+                if isinstance(m, ResidualUnit):
+                    m.zero_init_last()
+
+    # -- the model interface shared by every variant ------------------------------------------------------------
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)  # (B, stem_width, H/2, W/2); H, W for the CIFAR stem
+        x = self.bn1(x)
+        x = self.act1(x)
+        return self.maxpool(x)  # (B, stem_width, H/4, W/4) for ImageNet stems
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image (B, in_chans, H, W) -> last feature map (B, num_features, H/s, W/s), s = output stride."""
+        x = self.forward_stem(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        x = self.norm(x)
+        return self.norm_act(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature map -> logits (B, num_classes), or the pooled features (B, num_features) with ``pre_logits``."""
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        x = self.dropout(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        return self.forward_head(x)
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | Sequence[int] | None = None, intermediates_only: bool = False
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Multi-scale features: the output of each stage named in ``feature_info``.
+
+        Args:
+            x: image batch.
+            indices: stage indices into ``feature_info`` (an int ``n`` means the last ``n``); all by default.
+            intermediates_only: return only the list, not ``(final_features, list)``.
+        """
+        wanted = _select_indices(indices, len(self.stage_names))
+        x = self.forward_stem(x)
+        intermediates = []
+        for i, name in enumerate(self.stage_names):
+            x = getattr(self, name)(x)
+            if i in wanted:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return self.norm_act(self.norm(x)), intermediates
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none, return pooled features)."""
+        self.config = self.config.replace(num_classes=num_classes)
+        self.fc = nn.Linear(self.config.num_features, num_classes) if num_classes else nn.Identity()
+
+    @property
+    def num_features(self) -> int:
+        return self.config.num_features
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+
+def _make_stages(c: ResNetConfig, norm_layer: NormLayer) -> list[nn.Sequential]:
+    """Build the stages: the first unit of each may stride (or dilate) and change width, the rest keep shape."""
+    unit = block_class(c.block, c.preact)
+    n_units = sum(c.layers)
+    drop_path_rates = [c.drop_path_rate * i / max(n_units - 1, 1) for i in range(n_units)]  # linear decay rule
+    in_channels, dilation, unit_index = c.stem_width, 1, 0
+    stages = []
+    for planes, depth, (stride, new_dilation) in zip(c.widths, c.layers, _strides_and_dilations(c)):
+        out_channels = planes * unit.expansion
+        units = []
+        for i in range(depth):
+            first = i == 0
+            units.append(
+                unit(
+                    in_channels,
+                    planes,
+                    stride=stride if first else 1,
+                    downsample=make_shortcut(
+                        c.shortcut, in_channels, out_channels, stride if first else 1, norm_layer,
+                        preact=c.preact, avg_down=c.avg_down,
+                    ),  # fmt: skip
+                    groups=c.groups,
+                    base_width=c.width_per_group,
+                    dilation=new_dilation,
+                    norm_layer=norm_layer,
+                    first_dilation=dilation if first else new_dilation,
+                    residual=c.shortcut is not Shortcut.NONE,
+                    se_reduction=c.se_reduction,
+                    drop_path=drop_path_rates[unit_index],
+                    drop_rate=c.block_drop_rate,
+                    stride_in_1x1=c.stride_in_1x1,
+                )
+            )
+            in_channels, unit_index = out_channels, unit_index + 1
+        dilation = new_dilation
+        stages.append(nn.Sequential(*units))
+    return stages
+
+
+def _strides_and_dilations(c: ResNetConfig) -> list[tuple[int, int]]:
+    """Per stage (stride, dilation): once the total stride reaches ``output_stride``, strides become dilation."""
+    total, dilation, out = c.stem_stride, 1, []
+    for stride in c.stage_strides:
+        if c.output_stride is not None and total * stride > c.output_stride:
+            dilation *= stride
+            stride = 1
+        total *= stride
+        out.append((stride, dilation))
+    return out
+
+
+def _feature_info(c: ResNetConfig) -> list[dict[str, Any]]:
+    info, total = [], c.stem_stride
+    for i, (planes, (stride, _)) in enumerate(zip(c.widths, _strides_and_dilations(c))):
+        total *= stride
+        info.append(dict(num_chs=planes * c.expansion, reduction=total, module=f"layer{i + 1}"))
+    return info
+
+
+def _parse_block(block: type[ResidualUnit] | BlockType | str) -> tuple[BlockType, bool]:
+    """Block type and pre-activation flag from a unit class, a BlockType or its name."""
+    for (block_type, preact), cls in BLOCKS.items():
+        if block is cls:
+            return block_type, preact
+    return BlockType(block.value if isinstance(block, BlockType) else block), False
+
+
+def _select_indices(indices: int | Sequence[int] | None, n: int) -> set[int]:
+    if indices is None:
+        return set(range(n))
+    if isinstance(indices, int):
+        return set(range(n - indices, n))
+    return {i % n for i in indices}
