@@ -21,12 +21,18 @@ def _si(value: float) -> str:
     return f"{value:.0f}"
 
 
+def _paper_number(value: float) -> str:
+    """A published figure as printed in its paper: 0.27M, 3.6G."""
+    return f"{value / 1e9:g}G" if value >= 1e9 else f"{value / 1e6:g}M"
+
+
 def _row_cells(row: ModelRow, with_source: bool) -> list[str]:
     cells = [row.name, str(row.input_size), _si(row.params), _si(row.macs)]
     if row.paper_metric is None:
         return cells + ["", "", ""] + ([""] if with_source else [])
-    paper = f"{_si(row.paper_value)} {row.paper_metric.value}"
-    cells += [paper, _si(row.ours_in_paper_setting), f"{row.paper_diff:+.1%}"]
+    paper = f"{_paper_number(row.paper_value)} {row.paper_metric.value}"
+    ours = _si(row.ours_in_paper_setting) + (f" ({row.paper_setting})" if row.paper_setting else "")
+    cells += [paper, ours, f"{row.paper_diff:+.1%}"]
     return cells + ([row.paper_source] if with_source else [])
 
 
@@ -55,7 +61,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(format_table(rows, markdown=args.format == "markdown"))
         if args.format == "text":
             print("\nMACs: multiply-accumulates for one image at the input size (torch.utils.flop_counter).")
-            print("'ours as in paper': our count in the paper's setting (Table 1 FLOPs use the v1 stride placement).")
+            print("'ours as in paper': our count in the paper's setting (in brackets: the overrides that give it).")
     return 0
 
 
@@ -68,7 +74,7 @@ def _row_json(row: ModelRow) -> dict:
         "paper": None
         if row.paper_metric is None
         else {"metric": row.paper_metric.value, "value": row.paper_value, "ours": row.ours_in_paper_setting,
-              "diff": row.paper_diff, "source": row.paper_source},  # fmt: skip
+              "diff": row.paper_diff, "source": row.paper_source, "setting": row.paper_setting},  # fmt: skip
     }
 
 

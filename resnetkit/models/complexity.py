@@ -7,6 +7,7 @@ costs no memory and no arithmetic. One multiply-add is two FLOPs; the ResNet pap
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,7 @@ class ModelRow:
     paper_value: float | None = None
     ours_in_paper_setting: float | None = None  # our count of the same metric in the paper's setting
     paper_source: str = ""
+    paper_setting: str = ""  # the overrides that give the paper's setting, e.g. "stride_in_1x1"
 
     @property
     def paper_diff(self) -> float | None:
@@ -64,8 +66,9 @@ class ModelRow:
         return self.ours_in_paper_setting / self.paper_value - 1.0
 
 
+@functools.lru_cache(maxsize=None)
 def model_row(name: str) -> ModelRow:
-    """Count a variant, and the same metric in the setting of its paper figure, if it has one."""
+    """Count a variant, and the same metric in the setting of its paper figure, if it has one (cached)."""
     variant = get_variant(name)
     params, macs = complexity(variant.config, variant.input_size)
     row = ModelRow(name, variant.input_size, params, macs)
@@ -74,7 +77,9 @@ def model_row(name: str) -> ModelRow:
     setting = paper_config(variant)
     paper_params, paper_macs = (params, macs) if setting == variant.config else complexity(setting, variant.input_size)
     ours = paper_macs if variant.paper.metric is Metric.MACS else paper_params
-    return ModelRow(name, variant.input_size, params, macs, variant.paper.metric, variant.paper.value, ours, variant.paper.source)
+    setting_label = ", ".join(k if v is True else f"{k}={v}" for k, v in variant.paper.setting.items())
+    return ModelRow(name, variant.input_size, params, macs, variant.paper.metric, variant.paper.value, ours,
+                    variant.paper.source, setting_label)  # fmt: skip
 
 
 def model_table(pattern: str = "*", progress: bool = False) -> list[ModelRow]:

@@ -123,8 +123,9 @@ class ResNetConfig:
         for name in ("drop_rate", "drop_path_rate", "block_drop_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
-        if self.zero_init_last and self.shortcut is Shortcut.NONE:
-            raise ValueError("zero_init_last needs shortcuts: a plain network's branch is its only path")
+        if self.shortcut is Shortcut.NONE and (self.zero_init_last or self.drop_path_rate):
+            option = "zero_init_last" if self.zero_init_last else "drop_path_rate"
+            raise ValueError(f"{option} needs shortcuts: a plain network's residual branch is its only path")
         if self.num_classes < 0 or self.in_chans < 1:
             raise ValueError(f"num_classes must be >= 0 and in_chans >= 1, got {self.num_classes} and {self.in_chans}")
 
