@@ -8,10 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .models.complexity import ModelRow, model_table
 from .models.variants import Metric
+
+RECIPES = Path(__file__).parent / "recipes"
+DEFAULT_RECIPE = "digits"
 
 
 def _si(value: float) -> str:
@@ -78,9 +82,79 @@ def _row_json(row: ModelRow) -> dict:
     }
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.config import load_config
+    from .train.engine import fit
+
+    overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
+    fit(load_config(recipe_path(args.recipe), overrides), resume=args.resume)
+    return 0
+
+
+def recipe_path(recipe: str | None) -> Path:
+    """A recipe file, or the name of one shipped with resnetkit (``digits``, ``cifar10_paper``, ...)."""
+    if recipe is None:
+        recipe = DEFAULT_RECIPE
+    path = Path(recipe)
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return path
+    shipped = RECIPES / f"{recipe}.yaml"
+    if not shipped.is_file():
+        names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+        raise FileNotFoundError(f"no recipe file or shipped recipe named {recipe!r}; shipped: {names}")
+    return shipped
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train.evaluation import evaluate_checkpoint
+
+    report = evaluate_checkpoint(args.checkpoint, split=args.split, dataset=args.data)
+    print(report.text())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .data.folder import ImageDecodeError
+    from .inference import Predictor
+
+    predictor = Predictor.from_checkpoint(args.checkpoint)
+    failures = 0
+    for path in args.images:
+        try:
+            prediction = predictor.predict_file(path, topk=args.topk)
+        except ImageDecodeError as err:
+            print(f"resnetkit predict: error: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        shown = ", ".join(f"{name} {100 * p:.1f}%" for name, p in prediction.top)
+        print(f"{path}: {shown}")
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnetkit", description="Residual networks: define, count, train, deploy.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    train = commands.add_parser("train", help="train a model from a recipe (default: the embedded digits demo)")
+    train.add_argument("recipe", nargs="?", help="recipe file or shipped recipe name (digits, cifar10_paper, "
+                       "cifar10_cpu, imagenet_resnet50_tv1); default: digits")  # fmt: skip
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optim.lr=0.05 model.name=cifar_resnet56")
+    train.add_argument("--out", help="run directory (checkpoints, log, plot, summary.json)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.set_defaults(func=cmd_train)
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--split", choices=["train", "val", "test"], default=None,
+                          help="split of the training data (default: test if the dataset has one, else val)")  # fmt: skip
+    evaluate.add_argument("--data", help="evaluate on another dataset (folder, .zip, cifar10, ...) instead")
+    evaluate.add_argument("--json", help="also write the report as JSON to this file")
+    evaluate.set_defaults(func=cmd_eval)
+    predict = commands.add_parser("predict", help="top-k classes for image files")
+    predict.add_argument("checkpoint")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--topk", type=int, default=5)
+    predict.set_defaults(func=cmd_predict)
     models = commands.add_parser("models", help="list the model zoo with parameter and MAC counts")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'cifar_*' (default: all)")
     models.add_argument("--format", choices=["text", "markdown", "json"], default="text", help="output format")
@@ -94,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "train" and args.recipe and "=" in args.recipe:
+        args.overrides, args.recipe = [args.recipe, *args.overrides], None  # `resnetkit train optim.lr=0.05`
     try:
         return args.func(args)
     except (KeyError, ValueError, TypeError, FileNotFoundError) as err:

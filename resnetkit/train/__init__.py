@@ -1,0 +1,1 @@
+"""Training: configs, the engine, checkpoints, metrics, distributed helpers."""

@@ -1,0 +1,90 @@
+"""Checkpoints: everything a run needs to be evaluated or resumed, written atomically, read without pickle code.
+
+A checkpoint is a ``torch.save`` dict of tensors and plain values only, so it loads with
+``torch.load(weights_only=True)``: a crafted file cannot run code. It is written to a temporary file in the same
+directory, flushed to disk, then renamed over the old one, so an interrupted write never leaves a broken file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from ..models import ResNet, ResNetConfig
+
+FORMAT = "resnetkit.checkpoint/1"
+LAST, BEST = "last.pt", "best.pt"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a resnetkit checkpoint, or is damaged."""
+
+
+def atomic_write(path: str | Path, write: Any) -> Path:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint is an ordinary file
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (see :func:`checkpoint_state`) atomically to ``path``."""
+    return atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``); a wrong or damaged file gives a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable resnetkit checkpoint ({first_line})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a resnetkit checkpoint (no '{FORMAT}' format tag)")
+    return state
+
+
+def model_from_checkpoint(state: dict[str, Any], ema: bool = True) -> ResNet:
+    """Rebuild the network from a checkpoint alone, with the EMA weights when it has them and ``ema``."""
+    model = ResNet.from_config(ResNetConfig.from_dict(state["model_config"]))
+    weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
+    model.load_state_dict(weights, strict=True)
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare network inside DDP and torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def export_safetensors(state: dict[str, Any], path: str | Path, ema: bool = True) -> Path:
+    """Write the weights alone as a safetensors file, with the model config as metadata."""
+    weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
+    tensors = {k: v.contiguous() for k, v in weights.items()}
+    metadata = {"format": "resnetkit", "model_name": state["model_name"], "model_config": json.dumps(state["model_config"]),
+                "classes": json.dumps(state.get("classes", []))}  # fmt: skip
+    return atomic_write(path, lambda f: f.write(safetensors.torch.save(tensors, metadata=metadata)))

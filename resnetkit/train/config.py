@@ -1,0 +1,184 @@
+"""Training configuration: frozen dataclasses, filled from a recipe file plus ``key=value`` overrides.
+
+A recipe is YAML with the sections of :class:`TrainConfig` (``model``, ``data``, ``optim``, top-level run
+options). Overrides use dotted keys: ``optim.lr=0.2 data.batch_size=64 model.name=cifar_resnet56``. Strings are
+parsed into enums here, once; unknown keys are an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data.transforms import Augment, AutoAugment, Mix
+from ..runtime import Precision
+
+
+class Schedule(enum.Enum):
+    MULTISTEP = "multistep"  # divide by ``gamma`` at each milestone (the paper: /10 at 32k and 48k of 64k)
+    COSINE = "cosine"  # half-cosine from the peak to zero
+    ONECYCLE = "onecycle"  # linear up to the peak over ``pct_start``, then linear down to zero
+    CONSTANT = "constant"
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Which variant to train and its overrides (any ResNetConfig field)."""
+
+    name: str = "cifar_resnet20"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Dataset, split and augmentation.
+
+    ``dataset`` is ``digits`` (embedded, no download), ``cifar10``/``cifar100`` (official python format under
+    ``root``) or the path of an image folder or ``.zip`` in ImageFolder layout.
+    """
+
+    dataset: str = "digits"
+    root: str = "data"
+    download: bool = True
+    val_size: float = 0.1  # a fraction, or a count when >= 1 (CIFAR: 5000, the paper's 45k/5k)
+    test_size: float = 0.2  # held-out test split for datasets without an official one (digits)
+    split_seed: int = 0
+    input_size: int = 32
+    augment: Augment = Augment.CIFAR  # none | cifar (pad, crop, flip) | imagenet (random resized crop, flip)
+    padding: int = 4  # zero padding of the CIFAR crop
+    flip: bool = True  # random horizontal flips in the CIFAR and ImageNet augmentations
+    auto_augment: AutoAugment = AutoAugment.NONE  # none | trivial | rand
+    random_erasing: float = 0.0  # probability
+    mix: Mix = Mix.NONE  # none | mixup | cutmix | mixup_cutmix
+    mixup_alpha: float = 0.2
+    cutmix_alpha: float = 1.0
+    batch_size: int = 128  # global batch, split across processes under torchrun
+    eval_batch_size: int = 512
+    workers: int = 2  # DataLoader workers when streaming (not in memory)
+    in_memory: bool = True  # decode once, keep uint8 tensors on the device, augment whole batches
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """SGD and the learning-rate schedule."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    no_decay_norm_bias: bool = False  # no weight decay on norm parameters and biases
+    schedule: Schedule = Schedule.MULTISTEP
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run (the paper: 32k and 48k of 64k)
+    gamma: float = 0.1
+    pct_start: float = 0.25  # one-cycle: fraction of the run spent rising
+    warmup_steps: int = 0  # linear warm-up from 0, for any schedule
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max global gradient norm; 0 disables
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs; stored in every checkpoint so a run can be evaluated or resumed with no flags."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    epochs: int = 30
+    steps: int = 0  # total iterations; overrides epochs when set (the paper: 64000)
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    precision: Precision = Precision.FP32
+    channels_last: bool = False
+    compile: bool = False
+    ema_decay: float = 0.0  # exponential moving average of the weights; 0 disables
+    sync_bn: bool = False  # SyncBatchNorm under torchrun
+    eval_every: int = 1  # epochs between validation passes
+    out: str = "runs/default"
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _build(cls, data, "")
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """A config from a YAML recipe (or the defaults) with ``key=value`` overrides applied in order."""
+    data: dict[str, Any] = {}
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe {str(path)!r} not found; shipped recipes are in recipes/")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"recipe {str(path)!r} must be a mapping of sections, got {type(data).__name__}")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like key=value, e.g. optim.lr=0.05")
+        key, value = key.strip(), yaml.safe_load(value)
+        if key == "model" and isinstance(value, str):
+            key = "model.name"  # model=cifar_resnet56 is short for model.name=cifar_resnet56
+        _set_dotted(data, key, value)
+    return TrainConfig.from_dict(data)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, recursing into sections and parsing enums and tuples."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown option '{where}{sorted(unknown)[0]}'; valid: {', '.join(sorted(names))}")
+    return cls(**{key: _coerce(hints[key], value, f"{where}{key}") for key, value in data.items()})
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if hint is ModelSection and isinstance(value, str):
+        value = {"name": value}  # `model: cifar_resnet56` in a recipe
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where + ".")
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value.value if isinstance(value, enum.Enum) else value)
+        except ValueError:
+            raise ValueError(f"{where}={value!r} is not one of {[m.value for m in hint]}") from None
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return tuple(value if isinstance(value, (list, tuple)) else [value])
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, bool, str) and not isinstance(value, hint):
+        raise ValueError(f"{where}={value!r} must be {hint.__name__}")
+    return value
+
+
+def _plain(obj: Any) -> Any:
+    """Dataclasses, enums and tuples to JSON/YAML-ready dicts, values and lists."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (tuple, list)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,252 @@
+"""The training engine: ``fit(config) -> history``, read top to bottom.
+
+One epoch is :func:`train_epoch`; validation is :func:`evaluate`; :func:`fit` sets up, loops over epochs, logs,
+checkpoints (atomically, last and best) and writes ``summary.json`` and the curves. The learning rate is a pure
+function of the step, and the data order and augmentation are functions of (seed, epoch), so a run resumed from
+its last checkpoint continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from .. import runtime
+from ..models import ResNet, create_model
+from . import distributed as D
+from .checkpoint import BEST, LAST, atomic_write, load_checkpoint, save_checkpoint, unwrap
+from .config import TrainConfig
+from .data import RunData, build_data
+from .metrics import ClassificationMeter
+from .optim import lr_factor, make_optimizer, set_lr
+from .report import RunLog, plot_curves
+
+LOG_EVERY = 10  # steps between loss checks and progress-bar updates
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class Trainer:
+    """The live objects of a run."""
+
+    cfg: TrainConfig
+    world: D.World
+    device: torch.device
+    data: RunData
+    model: ResNet  # the bare network
+    net: nn.Module  # what runs the forward pass: the model, maybe compiled and/or in DDP
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: AveragedModel | None
+    total_steps: int
+    step: int = 0
+    epoch: int = 0
+    best_val: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+
+def build_trainer(cfg: TrainConfig) -> Trainer:
+    device = runtime.pick_device(cfg.device)
+    world = D.setup(device)
+    device = D.local_device(device, world)
+    runtime.seed_everything(cfg.seed, cfg.deterministic)
+    data = build_data(cfg, device, world)
+    model = create_model(cfg.model.name, num_classes=data.num_classes, in_chans=data.in_chans, **cfg.model.options)
+    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    net = D.wrap(model, world, device, cfg.sync_bn)
+    if cfg.compile:
+        net = torch.compile(net)
+    ema = None
+    if cfg.ema_decay:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    total_steps = cfg.steps or cfg.epochs * data.steps_per_epoch
+    return Trainer(cfg, world, device, data, model, net, make_optimizer(model, cfg.optim),
+                   runtime.grad_scaler(device, cfg.precision), ema, total_steps)  # fmt: skip
+
+
+def train_epoch(t: Trainer) -> dict[str, float]:
+    """One pass over the training batches (stopping early at the run's last step)."""
+    cfg, meter_loss, seen, start = t.cfg, torch.zeros((), device=t.device), 0, time.perf_counter()
+    t.net.train()
+    steps = min(t.data.steps_per_epoch, t.total_steps - t.step)
+    bar = tqdm(total=steps, desc=f"epoch {t.epoch + 1}/{epochs_of(t)}", unit="step",
+               disable=not (cfg.progress and t.world.is_main), leave=False, dynamic_ncols=True)  # fmt: skip
+    for i, (images, targets) in enumerate(t.data.train_batches(t.epoch)):
+        if i == steps:
+            break
+        set_lr(t.optimizer, cfg.optim.lr * lr_factor(t.step, t.total_steps, cfg.optim))
+        with runtime.autocast(t.device, cfg.precision):
+            loss = F.cross_entropy(t.net(images), targets, label_smoothing=cfg.optim.label_smoothing)
+        t.optimizer.zero_grad(set_to_none=True)
+        t.scaler.scale(loss).backward()
+        if cfg.optim.grad_clip:
+            t.scaler.unscale_(t.optimizer)
+            nn.utils.clip_grad_norm_(t.model.parameters(), cfg.optim.grad_clip)
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+        if t.ema is not None:
+            t.ema.update_parameters(t.model)
+        t.step += 1
+        meter_loss += loss.detach()
+        seen += len(images) * t.world.size
+        if (i + 1) % LOG_EVERY == 0 or i + 1 == steps:
+            mean_loss = meter_loss.item() / (i + 1)
+            _check_finite(mean_loss, t)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}",
+                            lr=f"{t.optimizer.param_groups[0]['lr']:.4g}")  # fmt: skip
+            bar.update((i + 1) - bar.n)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    loss = float(D.all_reduce_mean(meter_loss / max(steps, 1), t.world))
+    return {"train_loss": loss, "images_per_s": seen / elapsed, "epoch_time_s": elapsed}
+
+
+def _check_finite(loss: float, t: Trainer) -> None:
+    if not math.isfinite(loss):
+        last = t.out / LAST
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+        raise TrainingDiverged(f"loss became {loss} at step {t.step} (epoch {t.epoch + 1}); stopped; {kept}. "
+                               "Try a lower optim.lr or optim.grad_clip")  # fmt: skip
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, num_classes: int, device: torch.device, cfg: TrainConfig) -> ClassificationMeter:
+    """Loss, top-1/top-5 and confusion matrix of ``model`` over ``batches`` (eval mode, no augmentation)."""
+    model.eval()
+    meter = ClassificationMeter(num_classes)
+    for images, labels in batches:
+        with runtime.autocast(device, cfg.precision):
+            logits = model(images)
+        meter.update(logits, labels, F.cross_entropy(logits.float(), labels).item())
+    return meter
+
+
+def epochs_of(t: Trainer) -> int:
+    return math.ceil(t.total_steps / t.data.steps_per_epoch)
+
+
+def fit(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
+    """Train ``cfg`` into ``cfg.out`` and return the per-epoch history.
+
+    Writes ``last.pt`` and ``best.pt`` (by validation top-1), ``log.jsonl``, TensorBoard scalars,
+    ``curves.png`` and ``summary.json``. With ``resume``, continues from ``last.pt`` in ``cfg.out``.
+    """
+    t = build_trainer(cfg)
+    started = time.perf_counter()
+    if resume:
+        _restore(t, load_checkpoint(t.out / LAST, map_location=t.device))
+    log = RunLog(t.out, resume=resume) if t.world.is_main else None
+    t.history = list(log.records) if log else []
+    try:
+        while t.step < t.total_steps:
+            record = {"epoch": t.epoch + 1, **train_epoch(t)}
+            t.epoch += 1
+            if t.world.is_main and (t.epoch % cfg.eval_every == 0 or t.step >= t.total_steps):
+                val = evaluate(t.eval_model, t.data.val_batches(), t.data.num_classes, t.device, cfg)
+                record |= {"val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5}
+            record |= {"step": t.step, "lr": t.optimizer.param_groups[0]["lr"]}
+            if t.world.is_main:
+                _end_of_epoch(t, record, log)
+            D.barrier(t.world)
+    finally:
+        if log:
+            log.close()
+    if t.world.is_main:
+        _finish(t, time.perf_counter() - started)
+    D.teardown(t.world)
+    return t.history
+
+
+def _end_of_epoch(t: Trainer, record: dict[str, Any], log: RunLog) -> None:
+    t.history.append(record)
+    log.write(record)
+    is_best = record.get("val_top1", -1.0) > t.best_val
+    t.best_val = max(t.best_val, record.get("val_top1", -1.0))
+    state = _state(t, record)
+    save_checkpoint(t.out / LAST, state)
+    if is_best:
+        save_checkpoint(t.out / BEST, state)
+    plot_curves(t.history, t.out / "curves.png", title=f"{t.cfg.model.name} on {t.cfg.data.dataset}")
+    if t.cfg.progress:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k in ("train_loss", "val_loss", "val_top1"))
+        tqdm.write(f"epoch {t.epoch}/{epochs_of(t)}: {shown}")
+
+
+def _state(t: Trainer, record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model_name": t.cfg.model.name,
+        "model_config": t.model.config.to_dict(),
+        "train_config": t.cfg.to_dict(),
+        "classes": t.data.classes,
+        "normalize": {"mean": list(t.data.mean), "std": list(t.data.std), "input_size": t.cfg.data.input_size},
+        "model": t.model.state_dict(),
+        "ema": t.ema.module.state_dict() if t.ema is not None else None,
+        "ema_updates": int(t.ema.n_averaged) if t.ema is not None else 0,
+        "optimizer": t.optimizer.state_dict(),
+        "scaler": t.scaler.state_dict(),
+        "scheduler": {"kind": t.cfg.optim.schedule.value, "step": t.step, "total_steps": t.total_steps},
+        "rng": runtime.rng_state(),
+        "step": t.step,
+        "epoch": t.epoch,
+        "best_val_top1": t.best_val,
+        "metrics": record,
+    }
+
+
+def _restore(t: Trainer, state: dict[str, Any]) -> None:
+    t.model.load_state_dict(state["model"])
+    if t.ema is not None and state["ema"] is not None:
+        t.ema.module.load_state_dict(state["ema"])
+        t.ema.n_averaged.fill_(state["ema_updates"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.scaler.load_state_dict(state["scaler"])
+    runtime.set_rng_state(state["rng"])
+    t.step, t.epoch, t.best_val = state["step"], state["epoch"], state["best_val_top1"]
+
+
+def _finish(t: Trainer, wall_time: float) -> dict[str, Any]:
+    """Final metrics on every split with the final weights (EMA if used); summary.json and the summary line."""
+    final = {}
+    for split, batches in t.data.eval_splits().items():
+        meter = evaluate(t.eval_model, batches, t.data.num_classes, t.device, t.cfg)
+        final[split] = {**meter.summary(), "per_class_top1": meter.per_class_accuracy()}
+    train_images_per_s = [r["images_per_s"] for r in t.history if "images_per_s" in r]
+    summary = {
+        "model": t.cfg.model.name,
+        "dataset": t.cfg.data.dataset,
+        "epochs": t.epoch,
+        "steps": t.step,
+        "wall_time_s": wall_time,
+        "images_per_s": sum(train_images_per_s) / max(len(train_images_per_s), 1),
+        "device": str(t.device),
+        "world_size": t.world.size,
+        "metrics": final,
+        "best_val_top1": t.best_val,
+        "checkpoint": str(t.out / LAST),
+    }
+    atomic_write(t.out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    line = ", ".join(f"{split} top-1 {100 * m['top1']:.2f}%" for split, m in final.items())
+    print(f"done: {t.cfg.model.name} on {t.cfg.data.dataset}, {t.epoch} epochs in {wall_time:.0f} s; {line}; "
+          f"wrote {t.out}/")  # fmt: skip
+    return summary
