@@ -172,7 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides, args.recipe = [args.recipe, *args.overrides], None  # `resnetkit train optim.lr=0.05`
     try:
         return args.func(args)
-    except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
+    except KeyboardInterrupt:
+        resume = " (continue with --resume)" if args.command == "train" else ""
+        print(f"resnetkit {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
+    except (KeyError, ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"resnetkit {args.command}: error: {message}", file=sys.stderr)
         return 2

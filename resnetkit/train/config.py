@@ -164,8 +164,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is tuple:
         return tuple(value if isinstance(value, (list, tuple)) else [value])
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
     if hint in (int, float, bool, str) and not isinstance(value, hint):
         raise ValueError(f"{where}={value!r} must be {hint.__name__}")
     return value
