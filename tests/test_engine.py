@@ -60,8 +60,11 @@ def test_fit_writes_everything_and_learns(tmp_path):
     out = tmp_path / "run"
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    for name in ("last.pt", "best.pt", "log.jsonl", "curves.png", "summary.json"):
+    for name in ("last.pt", "best.pt", "log.jsonl", "curves.png", "summary.json", "weights.safetensors"):
         assert (out / name).is_file(), name
+    from safetensors.torch import load_file
+
+    assert_same_weights(load_file(out / "weights.safetensors"), weights(out / "last.pt"))
     assert list((out / "tensorboard").iterdir())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["images_per_s"] > 0 and summary["wall_time_s"] > 0

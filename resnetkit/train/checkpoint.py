@@ -15,7 +15,6 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from torch import nn
 
 from ..models import ResNet, ResNetConfig
 
@@ -73,12 +72,6 @@ def model_from_checkpoint(state: dict[str, Any], ema: bool = True) -> ResNet:
     weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
     model.load_state_dict(weights, strict=True)
     return model
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare network inside DDP and torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 def export_safetensors(state: dict[str, Any], path: str | Path, ema: bool = True) -> Path:

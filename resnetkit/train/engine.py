@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .. import runtime
 from ..models import ResNet, create_model
 from . import distributed as D
-from .checkpoint import BEST, LAST, atomic_write, load_checkpoint, save_checkpoint, unwrap
+from .checkpoint import BEST, LAST, atomic_write, export_safetensors, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import RunData, build_data
 from .metrics import ClassificationMeter
@@ -87,7 +87,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
 
 def train_epoch(t: Trainer) -> dict[str, float]:
     """One pass over the training batches (stopping early at the run's last step)."""
-    cfg, meter_loss, seen, start = t.cfg, torch.zeros((), device=t.device), 0, time.perf_counter()
+    cfg, seen, start = t.cfg, 0, time.perf_counter()
+    loss_sum, correct = torch.zeros((), device=t.device), torch.zeros((), device=t.device)  # summed on the device
     t.net.train()
     steps = min(t.data.steps_per_epoch, t.total_steps - t.step)
     bar = tqdm(total=steps, desc=f"epoch {t.epoch + 1}/{epochs_of(t)}", unit="step",
@@ -97,7 +98,8 @@ def train_epoch(t: Trainer) -> dict[str, float]:
             break
         set_lr(t.optimizer, cfg.optim.lr * lr_factor(t.step, t.total_steps, cfg.optim))
         with runtime.autocast(t.device, cfg.precision):
-            loss = F.cross_entropy(t.net(images), targets, label_smoothing=cfg.optim.label_smoothing)
+            logits = t.net(images)
+            loss = F.cross_entropy(logits, targets, label_smoothing=cfg.optim.label_smoothing)
         t.optimizer.zero_grad(set_to_none=True)
         t.scaler.scale(loss).backward()
         if cfg.optim.grad_clip:
@@ -108,18 +110,21 @@ def train_epoch(t: Trainer) -> dict[str, float]:
         if t.ema is not None:
             t.ema.update_parameters(t.model)
         t.step += 1
-        meter_loss += loss.detach()
+        loss_sum += loss.detach()
+        hard = targets.argmax(1) if targets.ndim == 2 else targets  # MixUp/CutMix: the dominant class
+        correct += (logits.detach().argmax(1) == hard).sum()
         seen += len(images) * t.world.size
         if (i + 1) % LOG_EVERY == 0 or i + 1 == steps:
-            mean_loss = meter_loss.item() / (i + 1)
+            mean_loss = loss_sum.item() / (i + 1)
             _check_finite(mean_loss, t)
             bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}",
                             lr=f"{t.optimizer.param_groups[0]['lr']:.4g}")  # fmt: skip
             bar.update((i + 1) - bar.n)
     bar.close()
     elapsed = time.perf_counter() - start
-    loss = float(D.all_reduce_mean(meter_loss / max(steps, 1), t.world))
-    return {"train_loss": loss, "images_per_s": seen / elapsed, "epoch_time_s": elapsed}
+    loss = float(D.all_reduce_mean(loss_sum / max(steps, 1), t.world))
+    top1 = float(D.all_reduce_mean(correct * t.world.size / max(seen, 1), t.world))
+    return {"train_loss": loss, "train_top1": top1, "images_per_s": seen / elapsed, "epoch_time_s": elapsed}
 
 
 def _check_finite(loss: float, t: Trainer) -> None:
@@ -150,7 +155,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
     """Train ``cfg`` into ``cfg.out`` and return the per-epoch history.
 
     Writes ``last.pt`` and ``best.pt`` (by validation top-1), ``log.jsonl``, TensorBoard scalars,
-    ``curves.png`` and ``summary.json``. With ``resume``, continues from ``last.pt`` in ``cfg.out``.
+    ``curves.png``, ``summary.json`` and the final weights alone as ``weights.safetensors``. With ``resume``, continues from ``last.pt`` in ``cfg.out``.
     """
     t = build_trainer(cfg)
     started = time.perf_counter()
@@ -245,6 +250,7 @@ def _finish(t: Trainer, wall_time: float) -> dict[str, Any]:
         "best_val_top1": t.best_val,
         "checkpoint": str(t.out / LAST),
     }
+    export_safetensors(_state(t, t.history[-1] if t.history else {}), t.out / "weights.safetensors")
     atomic_write(t.out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     line = ", ".join(f"{split} top-1 {100 * m['top1']:.2f}%" for split, m in final.items())
     print(f"done: {t.cfg.model.name} on {t.cfg.data.dataset}, {t.epoch} epochs in {wall_time:.0f} s; {line}; "
