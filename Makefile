@@ -1,5 +1,5 @@
 # The two commands of the README; each creates the project-local virtual environment on first use.
-#   make demo   run the main job on the embedded default
+#   make demo   the main job on the embedded default: train, evaluate, predict
 #   make test   install what the tests need and run the whole suite
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
@@ -19,8 +19,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# Train a CIFAR-style ResNet-20 on the embedded digits, evaluate it on held-out digits, predict one image.
 demo: $(VENV)/.installed
-	$(VENV)/bin/resnetkit models
+	$(VENV)/bin/resnetkit train --out runs/digits
+	$(VENV)/bin/resnetkit eval runs/digits/best.pt
+	$(VENV)/bin/resnetkit predict runs/digits/best.pt examples/digit_1.png
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q

@@ -14,9 +14,6 @@ from typing import Sequence
 from .models.complexity import ModelRow, model_table
 from .models.variants import Metric
 
-RECIPES = Path(__file__).parent / "recipes"
-DEFAULT_RECIPE = "digits"
-
 
 def _si(value: float) -> str:
     for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
@@ -83,26 +80,12 @@ def _row_json(row: ModelRow) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.config import load_config
+    from .train.config import DEFAULT_RECIPE, load_config
     from .train.engine import fit
 
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
-    fit(load_config(recipe_path(args.recipe), overrides), resume=args.resume)
+    fit(load_config(args.recipe or DEFAULT_RECIPE, overrides), resume=args.resume)
     return 0
-
-
-def recipe_path(recipe: str | None) -> Path:
-    """A recipe file, or the name of one shipped with resnetkit (``digits``, ``cifar10_paper``, ...)."""
-    if recipe is None:
-        recipe = DEFAULT_RECIPE
-    path = Path(recipe)
-    if path.is_file() or path.suffix in (".yaml", ".yml"):
-        return path
-    shipped = RECIPES / f"{recipe}.yaml"
-    if not shipped.is_file():
-        names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
-        raise FileNotFoundError(f"no recipe file or shipped recipe named {recipe!r}; shipped: {names}")
-    return shipped
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index):
+def test_readme_example_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples may write run directories
     exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {})
 
 

@@ -9,10 +9,9 @@ import torch
 
 from resnetkit.models import create_model
 from resnetkit.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from resnetkit.train.config import OptimSection, Schedule, TrainConfig, load_config
+from resnetkit.train.config import RECIPES, OptimSection, Schedule, TrainConfig, load_config, recipe_path
 from resnetkit.train.metrics import ClassificationMeter
 from resnetkit.train.optim import lr_factor, param_groups
-from resnetkit.cli import recipe_path, RECIPES
 
 
 def test_every_shipped_recipe_parses():

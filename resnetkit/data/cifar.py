@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..models.config import _parse_enum
+from ..options import parse_enum
 from .download import ChecksumError, DatasetNotFoundError, download_url, extract_tar, file_md5
 from .imageset import ImageSet
 
@@ -99,7 +99,7 @@ def load_cifar(
         DatasetNotFoundError: missing and not downloadable; the message says which file to place where.
         ChecksumError: the archive in ``root`` or the downloaded one has the wrong MD5.
     """
-    spec = CIFAR_FILES[_parse_enum(Cifar, which, "which")]
+    spec = CIFAR_FILES[parse_enum(Cifar, which, "which")]
     folder = prepare_cifar(root, spec, download=download, url_base=url_base, progress=progress)
     names = read_pickle(folder / spec.meta)[spec.names_key]
     batches = [read_pickle(folder / name) for name in (spec.train if train else spec.test)]

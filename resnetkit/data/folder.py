@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
@@ -126,6 +126,9 @@ def _dir_files(root: Path) -> list[str]:
     return files
 
 
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")  # Pillow's modes for 16-bit grey (PNG and TIFF)
+
+
 def _zip_members(archive: zipfile.ZipFile) -> list[str]:
     names = [info.filename for info in archive.infolist() if not info.is_dir()]
     return [n for n in names if not any(part.startswith(".") or part == "__MACOSX" for part in n.split("/"))]
@@ -143,12 +146,18 @@ def _common_folders(names: list[str]) -> int:
 def decode_image(data: bytes, grayscale: bool = False) -> torch.Tensor:
     """Decode an encoded image into ``(C, H, W)`` uint8, C = 3 (RGB) or 1 (grey); the first frame of animations.
 
+    Grey, RGBA (alpha dropped), palette, CMYK and 16-bit images are converted; photos are turned upright by their
+    EXIF orientation.
+
     Raises:
         ImageDecodeError: the bytes are not a complete image in a format Pillow reads.
     """
     mode = "L" if grayscale else "RGB"
     try:
         with Image.open(io.BytesIO(data)) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode in SIXTEEN_BIT:
+                image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).clip(0, 255).round().astype(np.uint8))
             if image.mode == "P":
                 image = image.convert("RGBA")  # a palette with transparency must pass through RGBA
             if image.mode != mode:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from ..models.config import _parse_enum
+from ..options import parse_enum
 from .cifar import CIFAR10_MEAN, CIFAR10_STD
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -92,7 +92,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         for name, kind in _ENUM_FIELDS.items():
-            object.__setattr__(self, name, _parse_enum(kind, getattr(self, name), name))
+            object.__setattr__(self, name, parse_enum(kind, getattr(self, name), name))
         for name in ("scale", "mean", "std"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if len(self.mean) != len(self.std) or min(self.std) <= 0:

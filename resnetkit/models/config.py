@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import parse_enum
+
 
 class BlockType(enum.Enum):
     """The residual unit of every stage (He et al. 2015, Fig. 5)."""
@@ -106,7 +108,7 @@ class ResNetConfig:
 
     def __post_init__(self) -> None:
         for name, kind in _ENUM_FIELDS.items():
-            object.__setattr__(self, name, _parse_enum(kind, getattr(self, name), name))
+            object.__setattr__(self, name, parse_enum(kind, getattr(self, name), name))
         object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         self._validate()
@@ -199,15 +201,6 @@ class ResNetConfig:
     def from_dict(cls, data: dict[str, Any]) -> ResNetConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
         return cls().replace(**data)
-
-
-def _parse_enum(kind: type[enum.Enum], value: Any, name: str) -> enum.Enum:
-    if isinstance(value, kind):
-        return value
-    try:
-        return kind(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r} is not one of {[m.value for m in kind]}") from None
 
 
 _ENUM_FIELDS = {"block": BlockType, "stem": Stem, "shortcut": Shortcut, "norm": Norm}

@@ -1,1 +1,6 @@
-"""Training: configs, the engine, checkpoints, metrics, distributed helpers."""
+"""Training: frozen configs filled from recipes, the engine (``fit``), checkpoints, metrics, torchrun/DDP."""
+
+from .config import TrainConfig, load_config
+from .engine import fit
+
+__all__ = ["TrainConfig", "fit", "load_config"]

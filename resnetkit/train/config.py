@@ -17,7 +17,11 @@ from typing import Any
 import yaml
 
 from ..data.transforms import Augment, AutoAugment, Mix
+from ..options import parse_enum
 from ..runtime import Precision
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+DEFAULT_RECIPE = "digits"  # the embedded default: `resnetkit train` with no arguments
 
 
 class Schedule(enum.Enum):
@@ -111,13 +115,24 @@ class TrainConfig:
         return _build(cls, data, "")
 
 
+def recipe_path(recipe: str | Path) -> Path:
+    """A recipe file, or the name of one shipped with resnetkit (``digits``, ``cifar10_paper``, ...)."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    shipped = RECIPES / f"{recipe}.yaml"
+    if path.suffix in (".yaml", ".yml") or not shipped.is_file():
+        names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+        raise FileNotFoundError(f"no recipe file or shipped recipe named {str(recipe)!r}; shipped: {names}")
+    return shipped
+
+
 def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """A config from a YAML recipe (or the defaults) with ``key=value`` overrides applied in order."""
+    """A config from a recipe (file or shipped name; ``None``: the dataclass defaults) with ``key=value``
+    overrides applied in order."""
     data: dict[str, Any] = {}
     if recipe is not None:
-        path = Path(recipe)
-        if not path.is_file():
-            raise FileNotFoundError(f"recipe {str(path)!r} not found; shipped recipes are in recipes/")
+        path = recipe_path(recipe)
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"recipe {str(path)!r} must be a mapping of sections, got {type(data).__name__}")
@@ -157,10 +172,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where + ".")
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value.value if isinstance(value, enum.Enum) else value)
-        except ValueError:
-            raise ValueError(f"{where}={value!r} is not one of {[m.value for m in hint]}") from None
+        return parse_enum(hint, value, where)
     origin = typing.get_origin(hint)
     if origin is tuple:
         return tuple(value if isinstance(value, (list, tuple)) else [value])
