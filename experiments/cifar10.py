@@ -1,0 +1,322 @@
+"""Reproduce He et al. 2015 on CIFAR-10: one command per experiment, results as JSON, figures as PNG.
+
+Run from the repository root. Each experiment is a table of runs (model + options) trained with
+``resnetkit.train.fit`` into ``OUT/runs/EXPERIMENT/RUN-seedS/``. A run with ``summary.json`` is skipped, a run with
+only ``last.pt`` is resumed, so re-running the same command continues an interrupted experiment. Afterwards
+``OUT/EXPERIMENT.json`` (one record per run) and ``OUT/EXPERIMENT.png`` are written. ``OUT`` defaults to
+``experiments/results/RECIPE``, so both recipes can sit side by side.
+
+The paper's recipe (64k iterations, batch 128, lr 0.1 /10 at 32k and 48k; a GPU job)::
+
+    python experiments/cifar10.py degradation --recipe cifar10_paper
+    python experiments/cifar10.py table6 --recipe cifar10_paper --seeds 0 1 2
+    python experiments/cifar10.py shortcuts --recipe cifar10_paper
+
+The 2-core-CPU recipe (one-cycle, 30 epochs)::
+
+    python experiments/cifar10.py degradation --recipe cifar10_cpu
+    python experiments/cifar10.py table6 --recipe cifar10_cpu
+    python experiments/cifar10.py shortcuts --recipe cifar10_cpu
+
+Then the Markdown report of everything under ``experiments/results`` (plus a run trained on its own)::
+
+    python experiments/cifar10.py report --extra-run "experiments/runs/cifar_resnet20_cpu=resnetkit train \
+cifar10_cpu data.dataset=../shared/data/cifar10-jpeg-train.zip --out experiments/runs/cifar_resnet20_cpu"
+
+The split is fixed (``data.split_seed``); ``--seeds`` changes initialisation and data order. One departure from
+the paper: it warms ResNet-110 up at lr 0.01 for about 400 iterations; these recipes do not.
+
+Options: ``--data PATH`` (default: the JPEG zip), ``--only PATTERN ...`` (run names, globs), ``--seeds 0 1 2``, and
+``KEY=VALUE`` overrides anywhere on the line, applied to every run (e.g. ``precision=bf16 channels_last=true``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from resnetkit import runtime
+from resnetkit.cli import build_parser as resnetkit_parser
+from resnetkit.models import ResNet, ResNetConfig
+from resnetkit.train import fit, load_config
+from resnetkit.train.checkpoint import LAST, load_checkpoint
+from resnetkit.train.report import read_log
+
+import plots  # experiments/plots.py and tables.py, beside this file
+import tables
+from tables import DATA_NOTE
+
+JPEG_ZIP = "../shared/data/cifar10-jpeg-train.zip"
+# He et al. 2015, Table 6: test error (%), shortcut option A, no zero-init. ResNet-110: best of 5 runs (6.61 ± 0.16).
+PAPER_TEST_ERROR = {"cifar_resnet20": 8.75, "cifar_resnet32": 7.51, "cifar_resnet44": 7.17, "cifar_resnet56": 6.97,
+                    "cifar_resnet110": 6.43}  # fmt: skip
+IGNORED_CHANGES = {"out", "progress", "device", "data.workers", "data.eval_batch_size"}  # do not change the result
+
+
+@dataclass(frozen=True)
+class Run:
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)  # ResNetConfig overrides
+    label: str = ""  # the run's name where the model name alone is ambiguous
+    panel: str = ""  # figure panel
+
+    @property
+    def name(self) -> str:
+        return self.label or self.model
+
+
+@dataclass(frozen=True)
+class Experiment:
+    title: str
+    runs: tuple[Run, ...]
+    figure: Callable[[list[dict], Path, str], Path]
+
+
+DEPTHS = (20, 32, 44, 56)
+EXPERIMENTS = {
+    "degradation": Experiment(
+        "Degradation: plain nets against ResNets (He et al. 2015, Figure 6)",
+        (*(Run(f"cifar_plain{d}", panel="plain") for d in DEPTHS),
+         *(Run(f"cifar_resnet{d}", panel="ResNet") for d in DEPTHS)),
+        plots.error_curves),
+    "table6": Experiment(
+        "ResNets on CIFAR-10 (He et al. 2015, Table 6)",
+        tuple(Run(f"cifar_resnet{d}") for d in (*DEPTHS, 110)),
+        plots.error_vs_depth),
+    "shortcuts": Experiment(
+        "Shortcut options A and B, and zero_init_last, on ResNet-32",
+        (Run("cifar_resnet32", label="option-A"),
+         Run("cifar_resnet32", {"shortcut": "B"}, label="option-B"),
+         Run("cifar_resnet32", {"zero_init_last": True}, label="option-A-zero-init"),
+         Run("cifar_resnet32", {"shortcut": "B", "zero_init_last": True}, label="option-B-zero-init")),
+        plots.error_curves),
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------- running an experiment
+
+
+def run_experiment(args: argparse.Namespace, command: str) -> list[dict]:
+    runs = [r for r in EXPERIMENTS[args.experiment].runs if not args.only or any(fnmatch(r.name, p) for p in args.only)]
+    if not runs:
+        raise SystemExit(f"cifar10.py: no run of {args.experiment} matches {args.only}")
+    jobs = [(run, seed) for run in runs for seed in args.seeds]
+    for i, (run, seed) in enumerate(jobs, 1):
+        run_dir = args.out / "runs" / args.experiment / f"{run.name}-seed{seed}"
+        if train(run, seed, run_dir, args, command, f"[{i}/{len(jobs)}]") and i < len(jobs):
+            write_results(args.experiment, args.out)  # so a session cut off later still leaves these results
+    return write_results(args.experiment, args.out)
+
+
+def collect(experiment: str, out: Path) -> list[dict]:
+    """Records of every run of ``experiment`` under ``out`` (any seed, finished or not), in table order."""
+    records = []
+    for run in EXPERIMENTS[experiment].runs:
+        run_dirs = (out / "runs" / experiment).glob(f"{run.name}-seed*")
+        for run_dir in sorted(run_dirs, key=lambda d: int(d.name.rsplit("-seed", 1)[1])):
+            if (run_dir / LAST).is_file():
+                meta = {"experiment": experiment, "run": run.name, **_read_json(run_dir / "driver.json")}
+                records.append(run_record(run_dir, meta | {"panel": run.panel}))
+    return records
+
+
+def run_overrides(run: Run, seed: int, args: argparse.Namespace) -> list[str]:
+    """Data first, then the user's overrides, then what identifies the run (dotted options compose)."""
+    options = [f"model.options.{key}={json.dumps(value)}" for key, value in run.options.items()]
+    return [f"data.dataset={args.data}", "progress=false", *args.overrides, f"model.name={run.model}", *options,
+            f"seed={seed}"]  # fmt: skip
+
+
+def train(run: Run, seed: int, run_dir: Path, args: argparse.Namespace, command: str, tag: str) -> bool:
+    """Train, resume or skip one run; True if it trained."""
+    overrides = run_overrides(run, seed, args)
+    cfg = load_config(args.recipe, [*overrides, f"out={run_dir}"])
+    finished, resume = (run_dir / "summary.json").is_file(), (run_dir / LAST).is_file()
+    if resume:
+        check_unchanged(cfg, run_dir)
+    if finished:
+        print(f"{tag} skipped  {run_dir} (finished)", flush=True)
+        return False
+    meta = _read_json(run_dir / "driver.json") if resume else {}
+    here = hardware(cfg.device)
+    meta = {"experiment": args.experiment, "run": run.name, "recipe": args.recipe,
+            "command": meta.get("command", command),
+            "train_command": shlex.join(["resnetkit", "train", args.recipe, *overrides, "--out", str(run_dir)]),
+            "hardware": [*(h for h in meta.get("hardware", []) if h != here), here]}  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "driver.json").write_text(json.dumps(meta, indent=2))
+    print(f"{tag} {'resumed' if resume else 'started'}  {run_dir}", flush=True)
+    history = fit(cfg, resume=resume)
+    error = _error(history[-1].get("val_top1")) if history else None
+    print(f"{tag} finished {run_dir}" + (f": val error {error:.2f}%" if error is not None else ""), flush=True)
+    return True
+
+
+def check_unchanged(cfg, run_dir: Path) -> None:
+    """Refuse to skip or resume a run that was trained with other settings."""
+    old, new = _flatten(load_checkpoint(run_dir / LAST)["train_config"]), _flatten(cfg.to_dict())
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
+               if k not in IGNORED_CHANGES and old.get(k) != new.get(k)]  # fmt: skip
+    if changed:
+        raise SystemExit(f"cifar10.py: {run_dir} was trained with other settings ({'; '.join(changed)}); "
+                         "run the same command again, or choose another --out")  # fmt: skip
+
+
+def hardware(device: str) -> str:
+    device = runtime.pick_device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    threads = torch.get_num_threads()
+    return f"{cpu}, {threads} thread{'s' * (threads != 1)}"
+
+
+# ---------------------------------------------------------------- records
+
+
+def run_record(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """One run as a JSON record: its checkpoint's config, summary.json (if finished) and log.jsonl."""
+    state = load_checkpoint(run_dir / LAST)
+    cfg, summary, log = state["train_config"], _read_json(run_dir / "summary.json"), read_log(run_dir / "log.jsonl")
+    history = [{"epoch": r["epoch"], "step": r["step"], "train_error_pct": _error(r.get("train_top1")),
+                "val_error_pct": _error(r.get("val_top1"))} for r in log]  # fmt: skip
+    val_top1 = next((r["val_top1"] for r in log[::-1] if "val_top1" in r), None)
+    val_top1 = summary["metrics"]["val"]["top1"] if summary else val_top1
+    hardware_used = meta.get("hardware") or [summary.get("device", "not recorded") if summary else "not recorded"]
+    return {
+        "experiment": meta.get("experiment"), "run": meta.get("run", run_dir.name), "panel": meta.get("panel", ""),
+        "model": cfg["model"]["name"], "options": cfg["model"]["options"], "seed": cfg["seed"],
+        "params": _params(state["model_config"]), "recipe": meta.get("recipe"), "dataset": cfg["data"]["dataset"],
+        "val_size": cfg["data"]["val_size"], "epochs": state["epoch"], "steps": state["step"],
+        "total_steps": state["scheduler"]["total_steps"], "finished": bool(summary),
+        "train_time_s": sum(r.get("epoch_time_s", 0.0) for r in log),  # all sessions, training epochs only
+        "wall_time_s": summary.get("wall_time_s") if summary else None,  # the last session only, with evaluation
+        "device": summary.get("device") if summary else None, "hardware": " + ".join(hardware_used),
+        "train_error_pct": history[-1]["train_error_pct"] if history else None,
+        "val_error_pct": _error(val_top1), "best_val_error_pct": _error(state["best_val_top1"]),
+        "paper_test_error_pct": None if cfg["model"]["options"] else PAPER_TEST_ERROR.get(cfg["model"]["name"]),
+        "command": meta.get("command"), "train_command": meta.get("train_command"), "run_dir": str(run_dir),
+        "history": history,
+    }  # fmt: skip
+
+
+def write_results(experiment: str, out: Path) -> list[dict]:
+    """``OUT/EXPERIMENT.json`` and ``.png`` from every run of the experiment under ``out``."""
+    records = collect(experiment, out)
+    document = {"experiment": experiment, "title": EXPERIMENTS[experiment].title, "note": DATA_NOTE,
+                "records": records}  # fmt: skip
+    (out / f"{experiment}.json").write_text(json.dumps(document, indent=1))
+    if records:
+        EXPERIMENTS[experiment].figure(records, out / f"{experiment}.png", EXPERIMENTS[experiment].title)
+    print(f"wrote {out / experiment}.json and {out / experiment}.png", flush=True)
+    return records
+
+
+def extra_record(path: str, command: str) -> dict[str, Any]:
+    """A run trained on its own with ``resnetkit train``; its recipe is read from the command."""
+    words = shlex.split(command)
+    recipe = "?"
+    if "train" in words:
+        recipe = resnetkit_parser().parse_args(words[words.index("train"):]).recipe or "digits"
+    return run_record(Path(path), {"experiment": "single", "run": Path(path).name, "recipe": recipe,
+                                   "command": command})  # fmt: skip
+
+
+def _params(model_config: dict[str, Any]) -> int:
+    with torch.device("meta"):  # shapes only, no memory or initialisation cost
+        model = ResNet.from_config(ResNetConfig.from_dict(model_config))
+    return sum(p.numel() for p in model.parameters())
+
+
+def _error(top1: float | None) -> float | None:
+    return None if top1 is None else 100.0 * (1.0 - top1)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in d.items():
+        flat |= _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return flat
+
+
+# ---------------------------------------------------------------- the report
+
+
+def report(args: argparse.Namespace) -> Path:
+    """``RESULTS.md``: a table per experiment JSON under ``--out`` (and one level below), figures embedded."""
+    extra_path = args.out / "extra.json"
+    commands = {r["run_dir"]: r["command"] for r in _read_json(extra_path).get("records", [])}
+    commands |= dict(spec.split("=", 1) for spec in args.extra_run)
+    extra = [extra_record(path, cmd) for path, cmd in commands.items() if (Path(path) / LAST).is_file()]
+    if extra:
+        extra_path.parent.mkdir(parents=True, exist_ok=True)
+        extra_path.write_text(json.dumps({"experiment": "single", "note": DATA_NOTE, "records": extra}, indent=1))
+    sections = [(experiment.title, json.loads(path.read_text())["records"], path)
+                for name, experiment in EXPERIMENTS.items()
+                for path in [args.out / f"{name}.json", *sorted(args.out.glob(f"*/{name}.json"))] if path.is_file()]
+    if extra:
+        sections.append(("Single runs, trained on their own", extra, None))
+    lines = tables.results_markdown(sections, args.out, args.markdown)
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    args.markdown.write_text("\n".join(lines))
+    print(f"wrote {args.markdown}", flush=True)
+    return args.markdown
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cifar10.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="experiment", required=True)
+    for name, experiment in EXPERIMENTS.items():
+        p = commands.add_parser(name, help=experiment.title)
+        p.add_argument("--recipe", default="cifar10_paper", help="cifar10_paper (default), cifar10_cpu or a file")
+        p.add_argument("--data", default=JPEG_ZIP, help=f"dataset for data.dataset (default: {JPEG_ZIP})")
+        p.add_argument("--seeds", type=int, nargs="+", default=[0])
+        p.add_argument("--only", nargs="+", metavar="PATTERN", help="run only these runs (names or globs)")
+        p.add_argument("--out", type=Path, help="results folder (default: experiments/results/RECIPE)")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for every run, anywhere")
+    p = commands.add_parser("report", help="write RESULTS.md from the JSON under --out")
+    p.add_argument("--out", type=Path, default=Path("experiments/results"))
+    p.add_argument("--markdown", type=Path, default=Path("experiments/RESULTS.md"))
+    p.add_argument("--extra-run", action="append", default=[], metavar="PATH=COMMAND",
+                   help="a run directory trained on its own, and the command that trained it (remembered)")  # fmt: skip
+    if argv and argv[0] in EXPERIMENTS:  # KEY=VALUE may follow --seeds/--only, whose nargs would swallow it
+        overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+        args = parser.parse_args([a for a in argv if a not in overrides])
+        args.overrides = overrides
+        args.out = args.out or Path("experiments/results") / Path(args.recipe).stem
+        return args
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.experiment == "report":
+        report(args)
+    else:
+        run_experiment(args, shlex.join(["python", "experiments/cifar10.py", *argv]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

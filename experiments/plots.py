@@ -1,0 +1,97 @@
+"""Figures for the CIFAR-10 experiments (matplotlib, Agg backend), drawn from the records the driver writes.
+
+Every record carries its per-epoch ``history`` (``step``, ``train_error_pct``, ``val_error_pct``), so a figure can
+be redrawn from the experiment's JSON alone. Where several seeds ran, the curves show the lowest seed.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+Record = dict[str, Any]
+DATA_NOTE_LINES = ("validation error on a 5k split of JPEG-re-encoded CIFAR-10 train,", "not the official test set")
+
+
+def first_seed(records: list[Record]) -> list[Record]:
+    """One record per run name, the one with the lowest seed, in first-seen order."""
+    chosen: dict[str, Record] = {}
+    for r in records:
+        if r["run"] not in chosen or r["seed"] < chosen[r["run"]]["seed"]:
+            chosen[r["run"]] = r
+    return list(chosen.values())
+
+
+def error_curves(records: list[Record], path: Path, title: str) -> Path:
+    """Training (dashed) and validation (solid) error against iterations, one panel per ``panel`` value, one
+    colour per run: the layout of He et al. 2015, Figure 6."""
+    runs = first_seed(records)
+    panels = list(dict.fromkeys(r.get("panel", "") for r in runs))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), sharey=True, squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        members = [r for r in runs if r.get("panel", "") == panel]
+        for colour, r in enumerate(members):
+            _plot_run(ax, r, f"C{colour}")
+        finals = [r["val_error_pct"] for r in members if r["val_error_pct"] is not None]
+        ax.set_ylim(0, 20 if finals and max(finals) < 15 else None)  # the paper's range, when our errors fit
+        ax.set(title=panel, xlabel="iterations", ylabel="error (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("\n".join([title, f"dashed: training error, solid: {' '.join(DATA_NOTE_LINES)}"]), fontsize=10)
+    return _save(fig, path)
+
+
+def _plot_run(ax, record: Record, colour: str) -> None:
+    history = record["history"]
+    train = [(h["step"], h["train_error_pct"]) for h in history if h.get("train_error_pct") is not None]
+    val = [(h["step"], h["val_error_pct"]) for h in history if h.get("val_error_pct") is not None]
+    if train:
+        ax.plot(*zip(*train), "--", color=colour, linewidth=1)
+    if val:
+        marker = "o" if len(val) == 1 else None  # a one-epoch run is a single point
+        ax.plot(*zip(*val), "-", color=colour, linewidth=2, marker=marker, label=record["run"])
+
+
+def error_vs_depth(records: list[Record], path: Path, title: str) -> Path:
+    """Final validation error (mean ± std over seeds) against depth, beside the paper's test error."""
+    by_run: dict[str, list[Record]] = {}
+    for r in records:
+        by_run.setdefault(r["run"], []).append(r)
+    depths, means, stds, paper = [], [], [], []
+    for group in by_run.values():
+        errors = [r["val_error_pct"] for r in group if r["val_error_pct"] is not None]
+        if not errors:
+            continue
+        depths.append(_depth(group[0]["model"]))
+        means.append(statistics.fmean(errors))
+        stds.append(statistics.stdev(errors) if len(errors) > 1 else 0.0)
+        if group[0].get("paper_test_error_pct") is not None:
+            paper.append((depths[-1], group[0]["paper_test_error_pct"]))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.errorbar(depths, means, yerr=stds, fmt="o-", capsize=3, label="ours: validation error (mean ± std)")
+    if paper:
+        ax.plot(*zip(*paper), "x--", color="k", label="He et al. 2015, Table 6: test error")
+    ax.set(xlabel="depth (layers)", ylabel="error (%)", xticks=depths)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.suptitle("\n".join([title, *DATA_NOTE_LINES]), fontsize=10)
+    return _save(fig, path)
+
+
+def _depth(model: str) -> int:
+    match = re.search(r"(\d+)$", model)
+    return int(match.group(1)) if match else 0
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

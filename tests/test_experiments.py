@@ -1,0 +1,113 @@
+"""The CIFAR-10 experiment driver (experiments/cifar10.py) end to end, on tiny digits runs.
+
+The driver's experiments are tables of runs; here each is cut down with ``--only`` and trained for one or two
+epochs of a 3-unit network at 16x16 on the embedded digits, so the whole file takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from resnetkit.train import engine
+from resnetkit.train.report import read_log
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+TINY = ["--recipe", "cifar10_cpu", "--data", "digits", "model.options={layers: [1, 1, 1]}", "data.input_size=16",
+        "data.val_size=0.1", "epochs=1"]  # fmt: skip
+RECORD_FIELDS = {"model", "params", "options", "recipe", "epochs", "steps", "wall_time_s", "train_time_s", "device",
+                 "hardware", "train_error_pct", "val_error_pct", "best_val_error_pct", "paper_test_error_pct",
+                 "command", "train_command", "history"}  # fmt: skip
+
+
+@pytest.fixture
+def driver(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))  # as when run as `python experiments/cifar10.py`
+    import cifar10
+
+    return cifar10
+
+
+def mtimes(out: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/*") if p.name in ("summary.json", "last.pt")}
+
+
+def test_degradation_runs_skips_and_reports(driver, tmp_path, capsys):
+    out = tmp_path / "results"
+    argv = ["degradation", "--only", "cifar_plain20", "cifar_resnet20", "--out", str(out), *TINY]
+    driver.main(argv)
+    printed = capsys.readouterr().out
+    assert printed.count(" started ") == 2 and printed.count(" finished ") == 2
+
+    document = json.loads((out / "degradation.json").read_text())
+    assert "JPEG" in document["note"] and "test set" in document["note"]
+    records = document["records"]
+    assert [(r["run"], r["panel"]) for r in records] == [("cifar_plain20", "plain"), ("cifar_resnet20", "ResNet")]
+    for r in records:
+        assert RECORD_FIELDS <= r.keys()
+        assert r["finished"] and r["epochs"] == 1 and r["steps"] == r["total_steps"] > 0
+        assert r["recipe"] == "cifar10_cpu" and r["device"] == "cpu" and r["params"] > 0
+        assert r["options"] == {"layers": [1, 1, 1]} and r["paper_test_error_pct"] is None  # not the paper's net
+        assert 0 <= r["val_error_pct"] <= 100 and r["wall_time_s"] > 0
+        assert r["command"].startswith("python experiments/cifar10.py degradation --only cifar_plain20")
+        assert len(r["history"]) == 1 and r["history"][0]["train_error_pct"] == r["train_error_pct"]
+    assert (out / "degradation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    before = mtimes(out)
+    assert len(before) == 4
+    driver.main(argv)  # finished runs are skipped: nothing is trained again
+    assert capsys.readouterr().out.count(" skipped ") == 2
+    assert mtimes(out) == before
+    with pytest.raises(SystemExit, match=r"epochs: 1 -> 2"):  # other settings are refused, not skipped
+        driver.main([*argv, "epochs=2"])
+
+    alone = tmp_path / "alone"  # a run trained with `resnetkit train`, without the driver's driver.json
+    shutil.copytree(out / "runs" / "degradation" / "cifar_resnet20-seed0", alone)
+    (alone / "driver.json").unlink()
+    markdown = tmp_path / "docs" / "RESULTS.md"
+    report = ["report", "--out", str(out), "--markdown", str(markdown)]
+    driver.main([*report, "--extra-run", f"{alone}=resnetkit train cifar10_cpu data.dataset=digits --out {alone}"])
+    text = markdown.read_text()
+    assert "| run | model | params | val. error† (%) | paper test error (%) | recipe |" in text
+    assert re.search(r"\| cifar_plain20 \| cifar_plain20 \(layers=\[1, 1, 1\]\) \| [\d.]+M \| [\d.]+† \|", text)
+    assert "| cifar_resnet20 |" in text and "| alone |" in text
+    assert "**re-encoded as JPEG**" in text and "not on the official" in text
+    assert f"`{records[0]['command']}`" in text and "`resnetkit train cifar10_cpu data.dataset=digits" in text
+    figure = re.search(r"!\[.*\]\((.+\.png)\)", text).group(1)
+    assert (markdown.parent / figure).is_file()
+    driver.main(report)  # the extra run is remembered in OUT/extra.json
+    assert "| alone |" in markdown.read_text()
+
+
+def test_cut_off_run_resumes(driver, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "results"
+    argv = ["table6", "--only", "cifar_resnet20", "--out", str(out), *TINY, "epochs=2"]
+    end_of_epoch = engine._end_of_epoch
+
+    def cut_off_after_first_epoch(t, record, log):
+        end_of_epoch(t, record, log)
+        raise KeyboardInterrupt  # as if the session ended here, after the epoch-1 checkpoint
+
+    monkeypatch.setattr(engine, "_end_of_epoch", cut_off_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        driver.main(argv)
+    monkeypatch.setattr(engine, "_end_of_epoch", end_of_epoch)
+    run_dir = out / "runs" / "table6" / "cifar_resnet20-seed0"
+    assert (run_dir / "last.pt").is_file() and not (run_dir / "summary.json").exists()
+
+    markdown = tmp_path / "RESULTS.md"  # the report shows a run that is still training as such
+    driver.main(["report", "--out", str(out), "--markdown", str(markdown), "--extra-run", f"{run_dir}=(cut off)"])
+    assert "1 of ~2, still training" in markdown.read_text()
+
+    capsys.readouterr()
+    driver.main(argv)
+    assert " resumed " in capsys.readouterr().out
+    assert [r["epoch"] for r in read_log(run_dir / "log.jsonl")] == [1, 2]
+    (record,) = json.loads((out / "table6.json").read_text())["records"]
+    assert record["finished"] and record["epochs"] == 2 and record["steps"] == record["total_steps"]
+    assert os.path.isfile(out / "table6.png")
