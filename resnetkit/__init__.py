@@ -8,6 +8,7 @@
 
 from .models import *  # noqa: F403  (the public model API, listed in models.__all__)
 from .models import __all__ as _model_api
+from .weights import load_model
 
 __version__ = "0.1.0"
-__all__ = list(_model_api) + ["__version__"]
+__all__ = list(_model_api) + ["load_model", "__version__"]

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .deploy.cli import cmd_export
 from .models.complexity import ModelRow, model_table
-from .models.variants import Metric
 
 
 def _si(value: float) -> str:
@@ -89,9 +89,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .train.evaluation import evaluate_checkpoint
+    from .train.evaluation import evaluate_checkpoint, evaluate_weights
 
-    report = evaluate_checkpoint(args.checkpoint, split=args.split, dataset=args.data)
+    if args.weights:
+        if args.checkpoint or not args.data:
+            raise ValueError("with --weights, give the dataset as --data FOLDER_OR_ZIP and no checkpoint")
+        report = evaluate_weights(args.weights, args.data)
+    elif args.checkpoint:
+        report = evaluate_checkpoint(args.checkpoint, split=args.split, dataset=args.data)
+    else:
+        raise ValueError("give a checkpoint, or --weights NAME_OR_FILE --data FOLDER")
     print(report.text())
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
@@ -102,9 +109,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .data.folder import ImageDecodeError
     from .inference import Predictor
 
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    if args.weights:
+        predictor, images = Predictor.from_weights(args.weights), args.paths
+    else:
+        predictor, images = Predictor.from_checkpoint(args.paths[0]), args.paths[1:]
+    if not images:
+        raise ValueError("no image given")
     failures = 0
-    for path in args.images:
+    for path in images:
         try:
             prediction = predictor.predict_file(path, topk=args.topk)
         except ImageDecodeError as err:
@@ -114,6 +126,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{name} {100 * p:.1f}%" for name, p in prediction.top)
         print(f"{path}: {shown}")
     return 1 if failures else 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .weights import convert
+
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value, e.g. stride_in_1x1=true")
+        overrides[key] = yaml.safe_load(value)
+    meta = convert(args.src, args.dst, args.arch, ema=args.ema, **overrides)
+    print(f"wrote {args.dst}: {meta.arch}, {len(meta.classes)} classes, tensors sha256 {meta.tensors_sha256[:16]}...")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from .weights.registry import weights_table
+
+    table = weights_table(args.pattern, markdown=args.format == "markdown")
+    if not table:
+        print(f"resnetkit: no weights match {args.pattern!r}", file=sys.stderr)
+        return 2
+    print(table)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,17 +166,41 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.set_defaults(func=cmd_train)
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion")
-    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("checkpoint", nargs="?", help="training checkpoint (or use --weights)")
+    evaluate.add_argument("--weights", help="weights file or registry name (resnet50.tv2_in1k), with --data")
     evaluate.add_argument("--split", choices=["train", "val", "test"], default=None,
                           help="split of the training data (default: test if the dataset has one, else val)")  # fmt: skip
     evaluate.add_argument("--data", help="evaluate on another dataset (folder, .zip, cifar10, ...) instead")
     evaluate.add_argument("--json", help="also write the report as JSON to this file")
     evaluate.set_defaults(func=cmd_eval)
-    predict = commands.add_parser("predict", help="top-k classes for image files")
-    predict.add_argument("checkpoint")
-    predict.add_argument("images", nargs="+")
+    predict = commands.add_parser("predict", help="top-k classes for image files",
+                                  usage="resnetkit predict (CHECKPOINT | --weights NAME_OR_FILE) IMAGE [IMAGE ...]")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="a training checkpoint, then images")
+    predict.add_argument("--weights", help="weights file or registry name: its own preprocessing; all PATHs are images")
     predict.add_argument("--topk", type=int, default=5)
     predict.set_defaults(func=cmd_predict)
+    convert = commands.add_parser("convert", help="convert a torchvision/timm/Keras/training checkpoint to resnetkit weights")
+    convert.add_argument("src", help=".pth/.pt/.safetensors checkpoint or Keras .h5/.weights.h5")
+    convert.add_argument("dst", help="resnetkit .safetensors file to write")
+    convert.add_argument("--arch", help="variant name (default: inferred from the tensors)")
+    convert.add_argument("--ema", action="store_true", help="take the EMA weights of a training checkpoint")
+    convert.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. stride_in_1x1=true")
+    convert.set_defaults(func=cmd_convert)
+    weights = commands.add_parser("weights", help="list the known pretrained weights (name.tag)")
+    weights.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet50.*'")
+    weights.add_argument("--format", choices=["text", "markdown"], default="text")
+    weights.set_defaults(func=cmd_weights)
+    export = commands.add_parser("export", help="export a checkpoint to ONNX, TorchScript or torch.export, "
+                                 "checked against eager PyTorch")  # fmt: skip
+    export.add_argument("checkpoint", help="training checkpoint")
+    export.add_argument("--format", choices=["onnx", "torchscript", "exported"], default="onnx",
+                        help="onnx (run by ONNX Runtime), torchscript (traced) or exported (torch.export .pt2)")  # fmt: skip
+    export.add_argument("--fuse", action="store_true", help="fold BatchNorm into the convolutions first")
+    export.add_argument("--out", help="file to write (default: beside the checkpoint, e.g. best.onnx, best-fused.pt2)")
+    export.add_argument("--atol", type=float, default=1e-4, help="largest max |output difference| from eager "
+                        "that passes; exit status 1 above it (default: 1e-4)")  # fmt: skip
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or later (default: 18)")
+    export.set_defaults(func=cmd_export)
     models = commands.add_parser("models", help="list the model zoo with parameter and MAC counts")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'cifar_*' (default: all)")
     models.add_argument("--format", choices=["text", "markdown", "json"], default="text", help="output format")

@@ -1,4 +1,4 @@
-"""Prediction with a trained checkpoint: the model and its preprocessing, rebuilt from the file alone."""
+"""Prediction with a trained checkpoint or a weights file: the model and its preprocessing, rebuilt from the file."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .data.folder import ImageDecodeError, decode_image
 from .train.checkpoint import load_checkpoint, model_from_checkpoint
+from .weights import Preprocess, load_model
 
 
 @dataclass(frozen=True)
@@ -20,36 +20,37 @@ class Prediction:
 
 @dataclass
 class Predictor:
-    """A checkpoint's network with the preprocessing it was trained with."""
+    """A network with the preprocessing its weights expect."""
 
     model: torch.nn.Module
     classes: list[str]
-    input_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    preprocess: Preprocess
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> Predictor:
+        """A training checkpoint: the input size and normalisation it was trained with (resize, no crop)."""
         state = load_checkpoint(path)
         norm = state["normalize"]
-        return cls(model_from_checkpoint(state).eval(), state["classes"], norm["input_size"], tuple(norm["mean"]),
-                   tuple(norm["std"]))  # fmt: skip
+        size = norm["input_size"]
+        preprocess = Preprocess(crop_size=size, resize_size=size, mean=norm["mean"], std=norm["std"])
+        return cls(model_from_checkpoint(state).eval(), state["classes"], preprocess)
+
+    @classmethod
+    def from_weights(cls, source: str | Path) -> Predictor:
+        """A resnetkit weights file or registry name (``resnet50.tv2_in1k``): the weights' own preprocessing."""
+        model = load_model(source).eval()
+        meta = model.weights_meta
+        classes = list(meta.classes) or [str(i) for i in range(model.num_classes)]
+        return cls(model, classes, meta.preprocess)
 
     @property
     def in_chans(self) -> int:
-        return len(self.mean)
-
-    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        """``(C, H, W)`` uint8 -> ``(1, C, S, S)`` normalised float, S the training input size."""
-        x = image.unsqueeze(0).float() / 255.0
-        x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False)
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
-        return (x - mean) / std
+        return len(self.preprocess.mean)
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor, topk: int = 5) -> list[tuple[str, float]]:
-        probs = self.model(self.preprocess(image)).softmax(1)[0]
+        """Top-``topk`` (class, probability) for one ``(C, H, W)`` uint8 image."""
+        probs = self.model(self.preprocess(image).unsqueeze(0)).softmax(1)[0]
         values, indices = probs.topk(min(topk, len(self.classes)))
         return [(self.classes[i], float(p)) for p, i in zip(values, indices)]
 

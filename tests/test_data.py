@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import io
 import pickle
 import socket
 import tarfile
-import threading
 import warnings
 import zipfile
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -142,43 +139,6 @@ def make_cifar_tarball(directory: Path, which: Cifar) -> tuple[Path, dict[str, n
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname=spec.folder)
     return archive, written
-
-
-class RangeHandler(SimpleHTTPRequestHandler):
-    """Serves a folder, honours ``Range: bytes=N-`` (for resumed downloads) and records request headers."""
-
-    requests: list[dict[str, str]]
-
-    def do_GET(self) -> None:
-        self.requests.append(dict(self.headers))
-        path = Path(self.translate_path(self.path))
-        if not path.is_file():
-            self.send_error(404)
-            return
-        body = path.read_bytes()
-        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if "Range" in self.headers else 0
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        self.wfile.write(body[start:])
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving ``tmp_path / "www"``: yields (base URL, folder, request log)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    log: list[dict[str, str]] = []
-    handler = functools.partial(type("Handler", (RangeHandler,), {"requests": log}), directory=str(www))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", www, log
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def md5_of(path: Path) -> str:

@@ -1,8 +1,9 @@
-"""Fetch and unpack dataset archives with the standard library only (``urllib``, ``hashlib``, ``tarfile``).
+"""Fetch files (dataset archives, pretrained weights) and unpack archives with the standard library only.
 
 A download streams into ``<name>.part`` next to its destination and resumes from it with an HTTP ``Range`` request
-when an earlier attempt was cut off (servers that ignore the header simply send the whole file again). The MD5 is
-checked before the file is renamed into place, so a file under its final name is always complete and verified.
+when an earlier attempt was cut off (servers that ignore the header simply send the whole file again). The checksum
+(MD5 or SHA-256) is checked before the file is renamed into place, so a file under its final name is always
+complete and verified.
 Extraction goes to a temporary folder first and is renamed into place the same way.
 """
 
@@ -23,31 +24,58 @@ CHUNK = 1 << 20
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is neither on disk nor downloadable; the one-line message says which file to place where."""
+    """A file (dataset or weights) is neither on disk nor downloadable; the one-line message says which file to
+    place where."""
 
 
 class ChecksumError(ValueError):
-    """A file's MD5 differs from the published one."""
+    """A file's checksum differs from the published one."""
 
 
-def file_md5(path: str | Path) -> str:
-    """Hex MD5 digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (``"md5"`` or ``"sha256"``), read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+def file_md5(path: str | Path) -> str:
+    """Hex MD5 digest of a file."""
+    return file_digest(path, "md5")
+
+
+def checksum_mismatch(path: str | Path, md5: str | None = None, sha256: str | None = None) -> str | None:
+    """``None`` when ``path`` has the expected digests, else what it has instead ("SHA-256 ab12..., expected ...").
+
+    ``sha256`` may be a prefix of the hex digest (at least 8 digits), as torchvision publishes in its file names.
+    """
+    for name, algorithm, expected in (("MD5", "md5", md5), ("SHA-256", "sha256", sha256)):
+        if expected is None:
+            continue
+        got = file_digest(path, algorithm)
+        if not got.startswith(expected.lower()) or len(expected) < 8:
+            return f"{name} {got}, expected {expected}"
+    return None
+
+
 def download_url(
-    url: str, dest: str | Path, md5: str | None = None, *, timeout: float = 30.0, progress: bool = True
+    url: str,
+    dest: str | Path,
+    md5: str | None = None,
+    *,
+    sha256: str | None = None,
+    timeout: float = 30.0,
+    progress: bool = True,
 ) -> Path:
     """Download ``url`` to ``dest``, unless ``dest`` already exists with the right checksum.
 
     Args:
         url: an ``http(s)://`` or ``file://`` address.
         dest: final path of the file; its folder is created.
-        md5: expected hex digest; ``None`` skips verification.
+        md5: expected hex MD5 digest; ``None`` skips it.
+        sha256: expected hex SHA-256 digest or a prefix of it (8 digits or more); ``None`` skips it.
         timeout: seconds to wait for the server to connect or send data.
         progress: show a tqdm bar.
 
@@ -57,10 +85,10 @@ def download_url(
     Raises:
         DatasetNotFoundError: the server could not be reached or refused the file; the message names the file to
             place by hand and where. A partial ``.part`` file is kept for the next attempt to resume.
-        ChecksumError: the downloaded bytes have the wrong MD5; the partial file is deleted.
+        ChecksumError: the downloaded bytes have the wrong checksum; the partial file is deleted.
     """
     dest = Path(dest)
-    if dest.is_file() and (md5 is None or file_md5(dest) == md5):
+    if dest.is_file() and checksum_mismatch(dest, md5, sha256) is None:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -68,15 +96,13 @@ def download_url(
         _fetch(url, part, timeout, progress)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         reason = getattr(err, "reason", err)
-        checksum = f" (md5 {md5})" if md5 else ""
+        checksum = f" (md5 {md5})" if md5 else f" (sha256 {sha256})" if sha256 else ""
         raise DatasetNotFoundError(
             _one_line(f"cannot download {url} ({reason}): place {dest.name}{checksum} at {dest}")
         ) from err
-    if md5 is not None and (got := file_md5(part)) != md5:
+    if mismatch := checksum_mismatch(part, md5, sha256):
         part.unlink()
-        raise ChecksumError(
-            f"{url} downloaded with MD5 {got}, expected {md5}; deleted it, retry or place a good copy at {dest}"
-        )
+        raise ChecksumError(f"{url} downloaded with {mismatch}; deleted it, retry or place a good copy at {dest}")
     os.replace(part, dest)  # atomic on one filesystem: dest is either absent or complete
     return dest
 

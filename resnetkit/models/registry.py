@@ -16,10 +16,10 @@ from .variants import VARIANTS, Variant
 def list_models(pattern: str = "*") -> list[str]:
     """Names of the variants matching a shell-style ``pattern`` (``"cifar_*"``, ``"*resnext*"``), in natural
     order (``resnet18`` before ``resnet101``)."""
-    return sorted((name for name in VARIANTS if fnmatch.fnmatchcase(name, pattern)), key=_natural_key)
+    return sorted((name for name in VARIANTS if fnmatch.fnmatchcase(name, pattern)), key=natural_key)
 
 
-def _natural_key(name: str) -> list[str | int]:
+def natural_key(name: str) -> list[str | int]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
@@ -38,11 +38,15 @@ def model_config(name: str, **overrides: Any) -> ResNetConfig:
     return get_variant(name).config.replace(**overrides)
 
 
-def create_model(name: str, norm_layer: NormLayer | None = None, **overrides: Any) -> ResNet:
-    """Build a named variant.
+def create_model(
+    name: str, pretrained: bool | str = False, norm_layer: NormLayer | None = None, **overrides: Any
+) -> ResNet:
+    """Build a named variant, optionally with pretrained weights.
 
     Args:
-        name: a name from :func:`list_models`.
+        name: a name from :func:`list_models`; ``"resnet50.tv_in1k"`` also names the weights.
+        pretrained: ``True`` for the variant's default weights, a tag (``"tv_in1k"``), a registry name or a
+            resnetkit weights file (see ``resnetkit.weights``).
         norm_layer: a norm callable overriding the config's ``norm`` (e.g. ``torchvision.ops.FrozenBatchNorm2d``).
         **overrides: :class:`ResNetConfig` fields, e.g. ``num_classes=10, in_chans=1, output_stride=16,
             drop_path_rate=0.1, zero_init_last=True, norm="group", shortcut="B", stride_in_1x1=True``.
@@ -52,4 +56,10 @@ def create_model(name: str, norm_layer: NormLayer | None = None, **overrides: An
         >>> model.feature_info[-1]
         {'num_chs': 2048, 'reduction': 32, 'module': 'layer4'}
     """
-    return ResNet.from_config(model_config(name, **overrides), norm_layer=norm_layer)
+    name, _, tag = name.partition(".")
+    model = ResNet.from_config(model_config(name, **overrides), norm_layer=norm_layer)
+    if pretrained or tag:
+        from ..weights.hub import load_pretrained  # weights depend on models, not the other way round
+
+        load_pretrained(model, name, tag or pretrained)
+    return model

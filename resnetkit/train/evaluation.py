@@ -69,3 +69,24 @@ def evaluate_checkpoint(path: str, split: str | None = None, dataset: str | None
     meter = evaluate(model, splits[split], data.num_classes, target, cfg)
     return EvalReport(str(path), cfg.data.dataset, split, data.classes, meter)
 
+
+def evaluate_weights(source: str, dataset: str, batch_size: int = 64, workers: int = 2, device: str = "auto") -> EvalReport:
+    """Evaluate weights (file or registry name) on an image folder or zip, with the weights' own preprocessing.
+
+    The folder's classes must be the weights' class names, or as many folders as classes in the weights' order
+    (ImageNet's ``n01440764``... folders sort into torchvision's class order).
+    """
+    from ..data.stream import folder_loader
+    from ..weights import load_model
+
+    target = runtime.pick_device(device)
+    model = load_model(source).to(target)
+    meta = model.weights_meta
+    loader = folder_loader(dataset, meta.preprocess, batch_size, shuffle=False, workers=workers)
+    folders = loader.dataset.classes
+    if folders != list(meta.classes) and len(folders) != len(meta.classes):
+        raise ValueError(f"{dataset} has {len(folders)} class folders, the weights {len(meta.classes)} classes")
+    batches = ((x.to(target), y.to(target)) for x, y in loader)
+    meter = evaluate(model, batches, len(meta.classes), target, TrainConfig())
+    return EvalReport(str(source), str(dataset), "all", list(meta.classes), meter)
+

@@ -1,0 +1,176 @@
+"""Convert other libraries' checkpoints into resnetkit weights files.
+
+torchvision's and timm's ResNets use resnetkit's parameter names, so their checkpoints need no renaming; what
+varies is the wrapping: ``module.`` prefixes from DataParallel/DDP, ``_orig_mod.`` from ``torch.compile``, and
+training-script dicts that keep the weights under ``state_dict``, ``model``, ``model_ema``, ... Keras Applications
+files (``.h5``) go through :mod:`resnetkit.weights.keras`. Every file is read without running code:
+safetensors, or ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import torch
+from torchvision.models import ResNet50_Weights
+
+from ..data.download import file_digest
+from ..models import VARIANTS, create_model, model_config
+from .format import FORMAT, Preprocess, WeightsError, WeightsMeta, first_line, model_with, read_weights, save_weights
+
+WRAPPER_KEYS = ("state_dict", "model", "module", "net")  # where training scripts keep the weights
+EMA_KEYS = ("model_ema", "state_dict_ema", "ema")
+PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
+IMAGENET_CLASSES = tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def read_state_dict(path: str | Path, ema: bool = False) -> dict[str, torch.Tensor]:
+    """The bare state dict inside a ``.pth``/``.pt``/``.safetensors`` checkpoint, unwrapped and un-prefixed.
+
+    Args:
+        path: the checkpoint.
+        ema: take the EMA weights of a training checkpoint that has both.
+
+    Raises:
+        WeightsError: unreadable, holds code (refused by ``weights_only``), or no state dict inside.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+    if path.suffix == ".safetensors":
+        try:
+            return _strip_prefixes(safetensors.torch.load_file(path))
+        except Exception as err:
+            raise WeightsError(f"{path} is not a readable safetensors file ({first_line(err)})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for pickles that hold code, RuntimeError for damaged zips, ...
+        raise WeightsError(f"{path} cannot be loaded safely ({first_line(err)})") from None
+    return _strip_prefixes(_unwrap(obj, ema, path))
+
+
+def _unwrap(obj: Any, ema: bool, path: Path) -> dict[str, torch.Tensor]:
+    """Find the dict of tensors inside a training checkpoint (resnetkit's own included)."""
+    for _ in range(3):  # nested wrappers such as {"model": {"state_dict": ...}}
+        if _is_state_dict(obj):
+            return obj
+        if not isinstance(obj, dict):
+            break
+        keys = (*EMA_KEYS, *WRAPPER_KEYS) if ema else (*WRAPPER_KEYS, *EMA_KEYS)
+        inner = next((obj[k] for k in keys if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    raise WeightsError(f"{path} holds no state dict (looked under {', '.join(WRAPPER_KEYS + EMA_KEYS)})")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def infer_arch(state_dict: dict[str, torch.Tensor]) -> str:
+    """The variant whose parameter names and shapes the state dict has (classifier size aside).
+
+    Raises:
+        WeightsError: no variant fits, or several do (``cifar_resnet20`` and ``cifar_plain20`` have the same
+            tensors; the v1 and v1.5 stride placements too): pass ``arch``.
+    """
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not k.startswith("fc.")}
+    layers = _stage_depths(shapes)  # cheap filter before building candidates on the meta device
+    matches = sorted(name for name, v in VARIANTS.items() if v.config.layers == layers and _shapes(name) == shapes)
+    if len(matches) != 1:
+        found = f"several variants fit ({', '.join(matches)})" if matches else "no variant fits its tensors"
+        raise WeightsError(f"cannot tell the architecture: {found}; pass arch=NAME (--arch NAME)")
+    return matches[0]
+
+
+def _stage_depths(shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+    """Units per stage, read from the ``layerS.U.`` key names."""
+    depths: dict[int, int] = {}
+    for key in shapes:
+        parts = key.split(".")
+        if len(parts) > 2 and parts[0].startswith("layer") and parts[0][5:].isdigit() and parts[1].isdigit():
+            depths[int(parts[0][5:])] = max(depths.get(int(parts[0][5:]), 0), int(parts[1]) + 1)
+    return tuple(depths[s] for s in sorted(depths))
+
+
+@functools.cache
+def _shapes(name: str) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = create_model(name, num_classes=0)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def convert_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    dst: str | Path,
+    arch: str | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    **meta: Any,
+) -> WeightsMeta:
+    """Check a state dict against a variant (strictly) and write it as resnetkit weights.
+
+    Args:
+        state_dict: torchvision/timm-named tensors.
+        dst: the ``.safetensors`` file to write.
+        arch: variant name; inferred from the tensors when ``None``.
+        overrides: config overrides the weights need (e.g. ``{"stride_in_1x1": True}`` for v1 weights).
+        **meta: :class:`WeightsMeta` fields (``preprocess``, ``metrics``, ``source``, ...); ``classes`` default to
+            ImageNet's when the classifier has 1000 outputs.
+    """
+    arch = arch or infer_arch(state_dict)
+    num_classes = state_dict["fc.weight"].shape[0] if "fc.weight" in state_dict else 0
+    model = model_with(model_config(arch, num_classes=num_classes, **(overrides or {})), state_dict,
+                       source=meta.get("source") or "weights")  # fmt: skip
+    default_classes = IMAGENET_CLASSES if num_classes == 1000 else tuple(str(i) for i in range(num_classes))
+    meta.setdefault("classes", default_classes)
+    return save_weights(dst, model, WeightsMeta(arch, model.config, **meta))
+
+
+def convert(src: str | Path, dst: str | Path, arch: str | None = None, *, ema: bool = False, **overrides: Any) -> WeightsMeta:
+    """Convert a torchvision/timm/training checkpoint or a Keras Applications ``.h5`` file into resnetkit weights.
+
+    ``resnetkit.load_model(dst)`` then rebuilds the model from ``dst`` alone.
+
+    Args:
+        src: ``.pth``/``.pt``/``.bin``/``.safetensors`` checkpoint, or Keras ``.h5``/``.weights.h5``.
+        dst: the resnetkit ``.safetensors`` file to write.
+        arch: variant name (Keras: ``resnet50``, ``resnet50v2``, ...); inferred when ``None``.
+        ema: prefer the EMA weights of a training checkpoint.
+        **overrides: config overrides, e.g. ``stride_in_1x1=True``.
+    """
+    src = Path(src)
+    digest = file_digest(src) if src.is_file() else ""
+    if src.suffix == ".h5":
+        from .keras import convert_keras
+
+        model, info = convert_keras(src, arch)
+        preprocess = Preprocess(info["crop_size"], info["resize_size"], info["interpolation"], info["mean"], info["std"])
+        meta = WeightsMeta(info["arch"], model.config, preprocess, IMAGENET_CLASSES, source=info["source"],
+                           source_sha256=digest)  # fmt: skip
+        return save_weights(dst, model, meta)
+    if src.suffix == ".safetensors" and _is_resnetkit(src):
+        state, meta = read_weights(src)
+        return save_weights(dst, state, meta)
+    return convert_state_dict(read_state_dict(src, ema), dst, arch, overrides=overrides, source=str(src),
+                              source_sha256=digest)  # fmt: skip
+
+
+def _is_resnetkit(path: Path) -> bool:
+    try:
+        with safetensors.safe_open(path, framework="pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except Exception as err:
+        raise WeightsError(f"{path} is not a readable safetensors file ({first_line(err)})") from None
