@@ -316,3 +316,23 @@ def test_torch_hub_loads_every_variant(tmp_path):
     model = torch.hub.load(str(REPO), "cifar_resnet20", source="local", pretrained=str(tmp_path / "w.safetensors"))
     assert max_diff(model, source, 32) == 0.0
     assert torch.hub.load(str(REPO), "resnext50_32x4d", source="local", num_classes=7).fc.out_features == 7
+
+
+def test_eval_with_weights_uses_their_preprocessing(tmp_path, capsys):
+    """`resnetkit eval --weights FILE --data ZIP`: a folder of real photos, crops of scikit-learn's samples."""
+    model = randomize_norms(resnetkit.create_model("cifar_resnet20", num_classes=2))
+    save_weights(tmp_path / "w.safetensors", model,
+                 WeightsMeta("cifar_resnet20", model.config, Preprocess(32, 36), ("china", "flower")))  # fmt: skip
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as archive:
+        for name in ("china", "flower"):
+            photo = Image.fromarray(load_sample_image(f"{name}.jpg"))
+            for i in range(3):
+                path = tmp_path / f"{name}{i}.png"
+                photo.crop((60 * i, 40 * i, 60 * i + 200, 40 * i + 150)).save(path)
+                archive.write(path, f"photos/{name}/{i}.png")
+    assert main(["eval", "--weights", str(tmp_path / "w.safetensors"), "--data", str(tmp_path / "photos.zip")]) == 0
+    out = capsys.readouterr().out
+    assert "6 images" in out and "china" in out and "flower" in out
+    assert main(["eval", "--weights", str(tmp_path / "w.safetensors")]) == 2  # no --data: a one-line error
