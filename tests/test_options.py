@@ -205,3 +205,57 @@ def test_bad_options_give_one_line_errors(overrides, error, match):
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(KeyError, match="did you mean resnet50"):
         create_model("resnet05")
+
+
+# -- options for Keras Applications weights (resnetkit.weights.keras) ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50d", "preact_resnet50", "cifar_resnet20"])
+def test_conv_bias_and_norm_eps_reach_every_layer(name):
+    default, model = shallow(name), shallow(name, conv_bias=True, norm_eps=1e-3)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.bias is not None for m in convs)
+    assert {m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {1e-3}
+    assert {m.eps for m in default.modules() if isinstance(m, nn.BatchNorm2d)} == {1e-5}
+    assert set(default.state_dict()) < set(model.state_dict())  # biases are new keys; every other key is kept
+    grouped = shallow(name, norm="group", norm_eps="1e-3")  # as YAML reads it
+    assert {m.eps for m in grouped.modules() if isinstance(m, nn.GroupNorm)} == {1e-3}
+
+
+def _unit_stride(unit: nn.Module) -> int:
+    return max(m.stride[0] for m in unit.children() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize("name", ["resnet50", "preact_resnet18"])
+def test_stride_last_unit_moves_each_stride_to_the_stage_end(name):
+    model = shallow(name, units_per_stage=2, stride_last_unit=True).eval()
+    for stage, stride in zip((model.layer1, model.layer2, model.layer3, model.layer4), (2, 2, 2, 1)):
+        assert [_unit_stride(u) for u in stage] == [1, stride]
+        last = stage[-1].downsample  # Keras ResNetV2: a parameter-free subsampling of the unit's input
+        assert (isinstance(last, ZeroPadShortcut) and last.extra_channels == 0) if stride == 2 else last is None
+    assert [i["reduction"] for i in model.feature_info] == [8, 16, 32, 32]
+    assert model.config.valid_output_strides == (32, 16, 8, 4)
+    with torch.no_grad():
+        assert model.forward_features(image(name)).shape[-1] == test_size(name) // 32
+        dilated = shallow(name, units_per_stage=2, stride_last_unit=True, output_stride=8).eval()
+        assert dilated.forward_features(image(name)).shape[-1] == test_size(name) // 8
+    assert [i["reduction"] for i in dilated.feature_info] == [8, 8, 8, 8]
+    assert max(m.dilation[0] for m in dilated.modules() if isinstance(m, nn.Conv2d)) == 4
+
+
+def test_stem_pool_zero_pad_differs_only_for_negative_inputs():
+    zero, inf = create_model("preact_resnet18", stem_pool_zero_pad=True), create_model("preact_resnet18")
+    x = -torch.rand(1, 64, 8, 8)  # the pre-activation stem pools the raw convolution, which can be negative
+    assert zero.maxpool(x).shape == inf.maxpool(x).shape
+    assert zero.maxpool(x)[0, :, 0, 0].eq(0).all() and not torch.equal(zero.maxpool(x), inf.maxpool(x))
+    torch.testing.assert_close(zero.maxpool(x.abs()), inf.maxpool(x.abs()))
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [(dict(norm_eps=0.0), "norm_eps must be positive"),
+     (dict(stem_pool_zero_pad=True, stem="cifar"), "stem_pool_zero_pad needs a stem with a max-pool")],
+)  # fmt: skip
+def test_keras_options_validated(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("resnet18", **overrides)

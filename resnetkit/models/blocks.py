@@ -37,6 +37,7 @@ class ResidualUnit(nn.Module):
         drop_path: stochastic depth rate of this unit.
         drop_rate: dropout inside the branch (Wide ResNet).
         stride_in_1x1: stride on the first 1x1 of a bottleneck (ResNet v1).
+        conv_bias: give the branch's convolutions a bias (Keras Applications).
     """
 
     expansion = 1
@@ -58,24 +59,34 @@ class ResidualUnit(nn.Module):
         drop_path: float = 0.0,
         drop_rate: float = 0.0,
         stride_in_1x1: bool = False,
+        conv_bias: bool = False,
     ):
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
-        self._make_branch(inplanes, planes, stride, groups, base_width, (first_dilation or dilation, dilation), norm_layer, stride_in_1x1)
+        dilations = (first_dilation or dilation, dilation)
+        self._make_branch(inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, conv_bias)
         self.dropout = nn.Dropout(drop_rate) if drop_rate else nn.Identity()
         self.se = SqueezeExcite(planes * self.expansion, se_reduction) if se_reduction else nn.Identity()
         self.downsample = downsample
         self.residual = residual
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1) -> None:
+    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias):
+        """Create the branch's layers; ``dilations`` are (first 3x3, other 3x3s), ``bias`` the conv bias."""
         raise NotImplementedError
 
     def add_shortcut(self, branch: torch.Tensor, x: torch.Tensor, projection_input: torch.Tensor) -> torch.Tensor:
-        """Return ``branch + shortcut``; the shortcut is ``x`` or ``downsample(projection_input)``."""
+        """Return ``branch + shortcut``; the shortcut is ``x``, ``downsample(projection_input)`` for projections,
+        or ``downsample(x)`` for the parameter-free ones (option A, subsampling), which are identities: in a
+        pre-activation unit they carry the raw input, not the normalised one (Keras ResNetV2)."""
         if not self.residual:
             return branch
-        shortcut = x if self.downsample is None else self.downsample(projection_input)
+        if self.downsample is None:
+            shortcut = x
+        elif isinstance(self.downsample, ZeroPadShortcut):
+            shortcut = self.downsample(x)
+        else:
+            shortcut = self.downsample(projection_input)
         return self.drop_path(branch) + shortcut
 
 
@@ -84,12 +95,12 @@ class BasicBlock(ResidualUnit):
 
     expansion = 1
 
-    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1):
+    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias):
         _require_plain_width(self, groups, base_width)
-        self.conv1 = conv3x3(inplanes, planes, stride, dilation=dilations[0])
+        self.conv1 = conv3x3(inplanes, planes, stride, dilation=dilations[0], bias=bias)
         self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes, dilation=dilations[1])
+        self.conv2 = conv3x3(planes, planes, dilation=dilations[1], bias=bias)
         self.bn2 = norm_layer(planes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,14 +127,14 @@ class Bottleneck(ResidualUnit):
 
     expansion = 4
 
-    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1):
+    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias):
         width = bottleneck_width(planes, groups, base_width)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = conv1x1(inplanes, width, stride_1x1)
+        self.conv1 = conv1x1(inplanes, width, stride_1x1, bias)
         self.bn1 = norm_layer(width)
-        self.conv2 = conv3x3(width, width, stride_3x3, groups, dilations[0])
+        self.conv2 = conv3x3(width, width, stride_3x3, groups, dilations[0], bias)
         self.bn2 = norm_layer(width)
-        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.conv3 = conv1x1(width, planes * self.expansion, bias=bias)
         self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
 
@@ -153,13 +164,13 @@ class PreActBasicBlock(ResidualUnit):
 
     expansion = 1
 
-    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1):
+    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias):
         _require_plain_width(self, groups, base_width)
         self.bn1 = norm_layer(inplanes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv1 = conv3x3(inplanes, planes, stride, dilation=dilations[0])
+        self.conv1 = conv3x3(inplanes, planes, stride, dilation=dilations[0], bias=bias)
         self.bn2 = norm_layer(planes)
-        self.conv2 = conv3x3(planes, planes, dilation=dilations[1])
+        self.conv2 = conv3x3(planes, planes, dilation=dilations[1], bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.bn1(x)
@@ -181,16 +192,16 @@ class PreActBottleneck(ResidualUnit):
 
     expansion = 4
 
-    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1):
+    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias):
         width = bottleneck_width(planes, groups, base_width)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.bn1 = norm_layer(inplanes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv1 = conv1x1(inplanes, width, stride_1x1)
+        self.conv1 = conv1x1(inplanes, width, stride_1x1, bias)
         self.bn2 = norm_layer(width)
-        self.conv2 = conv3x3(width, width, stride_3x3, groups, dilations[0])
+        self.conv2 = conv3x3(width, width, stride_3x3, groups, dilations[0], bias)
         self.bn3 = norm_layer(width)
-        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.conv3 = conv1x1(width, planes * self.expansion, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.bn1(x)
@@ -237,26 +248,30 @@ def make_shortcut(
     *,
     preact: bool = False,
     avg_down: bool = False,
+    subsample_identity: bool = False,
+    bias: bool = False,
 ) -> nn.Module | None:
     """Build a unit's shortcut; ``None`` means identity (or, with ``Shortcut.NONE``, no shortcut at all).
 
     Projections are ``downsample.0`` conv + ``downsample.1`` norm as in torchvision; with ``avg_down`` (ResNet-D)
     a 2x2 average pool comes first and the 1x1 runs at stride 1, as in timm. Pre-activation projections have no
-    norm: they read an input that was just normalised.
+    norm: they read an input that was just normalised. With ``subsample_identity`` a strided unit that keeps its
+    channels gets a parameter-free subsampling under option B (Keras ResNetV2) instead of a projection; ``bias``
+    gives the projection a bias.
     """
-    same_shape = stride == 1 and in_channels == out_channels
-    if kind is Shortcut.NONE or (same_shape and kind is not Shortcut.C):
+    same_channels = in_channels == out_channels
+    if kind is Shortcut.NONE or (stride == 1 and same_channels and kind is not Shortcut.C):
         return None
-    if kind is Shortcut.A:
+    if kind is Shortcut.A or (kind is Shortcut.B and same_channels and subsample_identity):
         if out_channels < in_channels:
             raise ValueError(f"shortcut option A can only add channels, not go from {in_channels} to {out_channels}")
         return ZeroPadShortcut(stride, out_channels - in_channels)
     layers: list[nn.Module] = []
     if avg_down:
         pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
-        layers += [pool, conv1x1(in_channels, out_channels)]
+        layers += [pool, conv1x1(in_channels, out_channels, bias=bias)]
     else:
-        layers.append(conv1x1(in_channels, out_channels, stride))
+        layers.append(conv1x1(in_channels, out_channels, stride, bias))
     if not preact:
         layers.append(norm_layer(out_channels))
     return nn.Sequential(*layers)

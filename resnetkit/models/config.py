@@ -65,6 +65,9 @@ class ResNetConfig:
         widths: ``planes`` of each stage; a stage outputs ``planes * expansion`` channels.
         stem: layers before the first stage.
         stem_width: channels the stem outputs (the deep stem runs at half of it inside).
+        stem_pool_zero_pad: pad the stem's 3x3/2 max-pool with zeros instead of -inf (Keras' ``ZeroPadding2D``
+            before ``MaxPooling2D``). The same after a ReLU; it differs in pre-activation stems, whose pool sees
+            the raw convolution.
         preact: pre-activation units (norm and ReLU before each convolution, He et al. 2016).
         shortcut: identity/projection option A, B, C, or none for plain networks.
         avg_down: downsample shortcuts by 2x2 average pooling, then a stride-1 1x1 projection (ResNet-D).
@@ -72,11 +75,17 @@ class ResNetConfig:
         width_per_group: bottleneck width per group at 64 planes (ResNeXt "d"; 128 gives Wide ResNet-50-2).
         stride_in_1x1: put the stride on the first 1x1 of a bottleneck (the paper's v1, Caffe and Keras)
             instead of on the 3x3 (v1.5, torchvision and timm).
+        stride_last_unit: put each stage's stride on its last unit instead of its first, as in TF-slim's and
+            Keras' ResNetV2; under option B that unit's shortcut is the identity subsampled by the stride (no
+            parameters). The stages then stride (2, ..., 2, 1): the first stage's output is at reduction 8.
+        conv_bias: give every convolution a bias (Keras Applications ResNets have them on most convolutions).
         se_reduction: squeeze-and-excitation after the last convolution of every block, with this channel
             reduction (Hu et al. 2018); 0 disables it.
         num_classes: outputs of the classifier; 0 removes it and the model returns pooled features.
         in_chans: channels of the input image.
         norm: normalisation layer.
+        norm_eps: epsilon added to the variance by every norm (Keras Applications use 1.001e-5); applies to the
+            ``norm`` of the config, not to a ``norm_layer`` callable given to the model.
         zero_init_last: start every residual branch at zero (the last norm's scale, Goyal et al. 2017).
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth (Huang et al. 2016), rising linearly to this rate in the last block.
@@ -90,16 +99,20 @@ class ResNetConfig:
     widths: tuple[int, ...] = (64, 128, 256, 512)
     stem: Stem = Stem.IMAGENET
     stem_width: int = 64
+    stem_pool_zero_pad: bool = False
     preact: bool = False
     shortcut: Shortcut = Shortcut.B
     avg_down: bool = False
     groups: int = 1
     width_per_group: int = 64
     stride_in_1x1: bool = False
+    stride_last_unit: bool = False
+    conv_bias: bool = False
     se_reduction: int = 0
     num_classes: int = 1000
     in_chans: int = 3
     norm: Norm = Norm.BATCH
+    norm_eps: float = 1e-5
     zero_init_last: bool = False
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
@@ -111,6 +124,7 @@ class ResNetConfig:
             object.__setattr__(self, name, parse_enum(kind, getattr(self, name), name))
         object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "norm_eps", float(self.norm_eps))  # YAML reads "1e-5" as a string
         self._validate()
 
     def _validate(self) -> None:
@@ -128,6 +142,10 @@ class ResNetConfig:
         if self.shortcut is Shortcut.NONE and (self.zero_init_last or self.drop_path_rate):
             option = "zero_init_last" if self.zero_init_last else "drop_path_rate"
             raise ValueError(f"{option} needs shortcuts: a plain network's residual branch is its only path")
+        if not self.norm_eps > 0:
+            raise ValueError(f"norm_eps must be positive, got {self.norm_eps}")
+        if self.stem_pool_zero_pad and self.stem is Stem.CIFAR:
+            raise ValueError("stem_pool_zero_pad needs a stem with a max-pool; the CIFAR stem has none")
         if self.num_classes < 0 or self.in_chans < 1:
             raise ValueError(f"num_classes must be >= 0 and in_chans >= 1, got {self.num_classes} and {self.in_chans}")
 
@@ -137,17 +155,20 @@ class ResNetConfig:
 
     @property
     def stage_strides(self) -> tuple[int, ...]:
-        """The stride each stage would have without dilation: 1 for the first, 2 for the others."""
+        """The stride each stage would have without dilation: 1 for the first, 2 for the others; with
+        ``stride_last_unit``, 2 for all but the last, which strides at its end (Keras ResNetV2)."""
+        if self.stride_last_unit:
+            return (2,) * (len(self.layers) - 1) + (1,)
         return (1,) + (2,) * (len(self.layers) - 1)
 
     @property
     def valid_output_strides(self) -> tuple[int, ...]:
         """Output strides reachable by dilating the last stages, largest (no dilation) first."""
         total = self.stem_stride
-        strides = [total]
-        for s in self.stage_strides[1:]:
+        strides = {total}
+        for s in self.stage_strides:
             total *= s
-            strides.append(total)
+            strides.add(total)
         return tuple(sorted(strides, reverse=True))
 
     @property

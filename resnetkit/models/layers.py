@@ -21,14 +21,17 @@ from .config import Norm
 NormLayer = Callable[[int], nn.Module]
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
-    """3x3 convolution with padding that keeps the size (at stride 1), no bias: a norm follows."""
-    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=dilation, groups=groups, dilation=dilation, bias=False)
+def conv3x3(
+    in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1, bias: bool = False
+) -> nn.Conv2d:
+    """3x3 convolution with padding that keeps the size (at stride 1); no bias by default: a norm follows."""
+    padding = dilation
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=padding, groups=groups, dilation=dilation, bias=bias)
 
 
-def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """1x1 convolution, no bias."""
-    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    """1x1 convolution; no bias by default."""
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=bias)
 
 
 class GroupNorm2d(nn.GroupNorm):
@@ -92,7 +95,8 @@ class DropPath(nn.Module):
 class ZeroPadShortcut(nn.Module):
     """Shortcut option A (He et al. 2015, Sec. 3.3): subsample by ``stride`` and append zero channels.
 
-    Has no parameters, so a CIFAR ResNet has exactly the parameter count of its plain twin.
+    Has no parameters, so a CIFAR ResNet has exactly the parameter count of its plain twin. With no extra
+    channels it is a pure subsampling: the strided identity of Keras' ResNetV2 (a 1x1 max-pool with stride).
     """
 
     def __init__(self, stride: int, extra_channels: int):

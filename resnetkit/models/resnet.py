@@ -13,6 +13,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import torch
@@ -89,7 +90,7 @@ class ResNet(nn.Module):
 
     def _build(self, config: ResNetConfig, norm_layer: NormLayer | None) -> None:
         self.config = config
-        norm_layer = norm_layer or NORM_LAYERS[config.norm]
+        norm_layer = norm_layer or functools.partial(NORM_LAYERS[config.norm], eps=config.norm_eps)
         self._make_stem(norm_layer)
         self.stage_names: list[str] = []
         for i, stage in enumerate(_make_stages(config, norm_layer)):
@@ -103,21 +104,22 @@ class ResNet(nn.Module):
     def _make_stem(self, norm_layer: NormLayer) -> None:
         """conv1 (one conv, or three in the deep stem), then bn1/act1/maxpool where the variant has them."""
         c = self.config
+        bias = c.conv_bias
         if c.stem is Stem.DEEP:
             mid = c.stem_width // 2
             self.conv1 = nn.Sequential(
-                conv3x3(c.in_chans, mid, stride=2), norm_layer(mid), nn.ReLU(inplace=True),
-                conv3x3(mid, mid), norm_layer(mid), nn.ReLU(inplace=True),
-                conv3x3(mid, c.stem_width),
+                conv3x3(c.in_chans, mid, stride=2, bias=bias), norm_layer(mid), nn.ReLU(inplace=True),
+                conv3x3(mid, mid, bias=bias), norm_layer(mid), nn.ReLU(inplace=True),
+                conv3x3(mid, c.stem_width, bias=bias),
             )  # fmt: skip
         elif c.stem is Stem.CIFAR:
-            self.conv1 = conv3x3(c.in_chans, c.stem_width)
+            self.conv1 = conv3x3(c.in_chans, c.stem_width, bias=bias)
         else:
-            self.conv1 = nn.Conv2d(c.in_chans, c.stem_width, 7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(c.in_chans, c.stem_width, 7, stride=2, padding=3, bias=bias)
         # Pre-activation networks leave the stem un-normalised: their first unit starts with norm and ReLU.
         self.bn1 = nn.Identity() if c.preact else norm_layer(c.stem_width)
         self.act1 = nn.Identity() if c.preact else nn.ReLU(inplace=True)
-        self.maxpool = nn.Identity() if c.stem is Stem.CIFAR else nn.MaxPool2d(3, stride=2, padding=1)
+        self.maxpool = _stem_pool(c)
 
     def _make_head(self, norm_layer: NormLayer) -> None:
         """Final norm and ReLU (pre-activation only), global average pool, dropout, classifier."""
@@ -206,43 +208,77 @@ class ResNet(nn.Module):
         return self.config.num_classes
 
 
+def _stem_pool(c: ResNetConfig) -> nn.Module:
+    """The stem's 3x3/2 max-pool (none in the CIFAR stem); Keras pads it with zeros, PyTorch with -inf."""
+    if c.stem is Stem.CIFAR:
+        return nn.Identity()
+    if c.stem_pool_zero_pad:
+        return nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(3, stride=2))
+    return nn.MaxPool2d(3, stride=2, padding=1)
+
+
 def _make_stages(c: ResNetConfig, norm_layer: NormLayer) -> list[nn.Sequential]:
-    """Build the stages: the first unit of each may stride (or dilate) and change width, the rest keep shape."""
+    """Build the stages: the first unit of each changes width, the first (or, with ``stride_last_unit``, the
+    last) may stride (or dilate); the others keep shape."""
     unit = block_class(c.block, c.preact)
     n_units = sum(c.layers)
     drop_path_rates = [c.drop_path_rate * i / max(n_units - 1, 1) for i in range(n_units)]  # linear decay rule
     in_channels, dilation, unit_index = c.stem_width, 1, 0
     stages = []
     for planes, depth, (stride, new_dilation) in zip(c.widths, c.layers, _strides_and_dilations(c)):
-        out_channels = planes * unit.expansion
+        strided = depth - 1 if c.stride_last_unit else 0
         units = []
         for i in range(depth):
-            first = i == 0
-            units.append(
-                unit(
-                    in_channels,
-                    planes,
-                    stride=stride if first else 1,
-                    downsample=make_shortcut(
-                        c.shortcut, in_channels, out_channels, stride if first else 1, norm_layer,
-                        preact=c.preact, avg_down=c.avg_down,
-                    ),  # fmt: skip
-                    groups=c.groups,
-                    base_width=c.width_per_group,
-                    dilation=new_dilation,
-                    norm_layer=norm_layer,
-                    first_dilation=dilation if first else new_dilation,
-                    residual=c.shortcut is not Shortcut.NONE,
-                    se_reduction=c.se_reduction,
-                    drop_path=drop_path_rates[unit_index],
-                    drop_rate=c.block_drop_rate,
-                    stride_in_1x1=c.stride_in_1x1,
-                )
-            )
-            in_channels, unit_index = out_channels, unit_index + 1
+            unit_stride = stride if i == strided else 1
+            dilations = _unit_dilations(i, strided, dilation, new_dilation)
+            rate = drop_path_rates[unit_index]
+            units.append(_make_unit(unit, c, in_channels, planes, unit_stride, dilations, rate, norm_layer))
+            in_channels, unit_index = planes * unit.expansion, unit_index + 1
         dilation = new_dilation
         stages.append(nn.Sequential(*units))
     return stages
+
+
+def _unit_dilations(i: int, strided: int, before: int, after: int) -> tuple[int, int]:
+    """(first 3x3, other 3x3s) dilation of unit ``i``: units before the strided one run at the old dilation, the
+    strided one's first 3x3 too (as in torchvision), everything after it at the new one."""
+    if i < strided:
+        return before, before
+    return (before if i == strided else after), after
+
+
+def _make_unit(
+    unit: type[ResidualUnit],
+    c: ResNetConfig,
+    in_channels: int,
+    planes: int,
+    stride: int,
+    dilations: tuple[int, int],
+    drop_path: float,
+    norm_layer: NormLayer,
+) -> ResidualUnit:
+    """One residual unit with its shortcut; ``dilations`` are (first 3x3, other 3x3s)."""
+    downsample = make_shortcut(
+        c.shortcut, in_channels, planes * unit.expansion, stride, norm_layer,
+        preact=c.preact, avg_down=c.avg_down, subsample_identity=c.stride_last_unit, bias=c.conv_bias,
+    )  # fmt: skip
+    return unit(
+        in_channels,
+        planes,
+        stride=stride,
+        downsample=downsample,
+        groups=c.groups,
+        base_width=c.width_per_group,
+        dilation=dilations[1],
+        norm_layer=norm_layer,
+        first_dilation=dilations[0],
+        residual=c.shortcut is not Shortcut.NONE,
+        se_reduction=c.se_reduction,
+        drop_path=drop_path,
+        drop_rate=c.block_drop_rate,
+        stride_in_1x1=c.stride_in_1x1,
+        conv_bias=c.conv_bias,
+    )
 
 
 def _strides_and_dilations(c: ResNetConfig) -> list[tuple[int, int]]:
