@@ -97,6 +97,20 @@ def test_resnet50_outputs_equal_keras(case50, fmt):
     rebuilt.load_state_dict(model.state_dict(), assign=True)  # strict: the same names and shapes
 
 
+def test_resnetkit_convert_writes_weights_that_load_model_rebuilds(case50, tmp_path, capsys):
+    """`resnetkit convert KERAS.h5 DST`: the file alone rebuilds the model with the Keras preprocessing."""
+    from resnetkit import load_model
+    from resnetkit.cli import main
+
+    name, case = case50
+    assert main(["convert", str(case.files["weights.h5"]), str(tmp_path / "k.safetensors")]) == 0
+    model = load_model(tmp_path / "k.safetensors").eval()
+    meta = model.weights_meta
+    info = {"mean": meta.preprocess.mean, "std": meta.preprocess.std}
+    assert np.abs(resnetkit_logits(model, info, case.images) - case.logits).max() <= 1e-4
+    assert meta.source == f"keras:{name}" and len(meta.classes) == 1000 and len(meta.source_sha256) == 64
+
+
 @pytest.mark.parametrize("name", ["ResNet101", "ResNet152V2"])  # v1 and V2 share the depth table: both depths checked
 def test_deep_variants_equal_keras(name, tmp_path):
     case = keras_case(name, tmp_path, ("weights.h5",))  # layers named by position only: the fragile path

@@ -10,10 +10,11 @@ converters from torchvision, timm, training checkpoints and Keras Applications.
 from .convert import convert, convert_state_dict, infer_arch, read_state_dict
 from .format import Metric, Preprocess, WeightsError, WeightsMeta, load_checked, read_weights, save_weights
 from .hub import cache_dir, fetch, load_model, load_pretrained
+from .keras import convert_keras
 from .registry import PRETRAINED, WeightsEntry, get_weights, list_weights
 
 __all__ = [
-    "convert", "convert_state_dict", "infer_arch", "read_state_dict",
+    "convert", "convert_keras", "convert_state_dict", "infer_arch", "read_state_dict",
     "Metric", "Preprocess", "WeightsError", "WeightsMeta", "load_checked", "read_weights", "save_weights",
     "cache_dir", "fetch", "load_model", "load_pretrained", "PRETRAINED", "WeightsEntry", "get_weights", "list_weights",
 ]  # fmt: skip

@@ -132,7 +132,7 @@ def convert_state_dict(
     """
     arch = arch or infer_arch(state_dict)
     num_classes = state_dict["fc.weight"].shape[0] if "fc.weight" in state_dict else 0
-    model = model_with(model_config(arch, num_classes=num_classes, **(overrides or {})), state_dict,
+    model = model_with(model_config(arch, **{**(overrides or {}), "num_classes": num_classes}), state_dict,
                        source=meta.get("source") or "weights")  # fmt: skip
     default_classes = IMAGENET_CLASSES if num_classes == 1000 else tuple(str(i) for i in range(num_classes))
     meta.setdefault("classes", default_classes)
@@ -158,9 +158,8 @@ def convert(src: str | Path, dst: str | Path, arch: str | None = None, *, ema: b
 
         model, info = convert_keras(src, arch)
         preprocess = Preprocess(info["crop_size"], info["resize_size"], info["interpolation"], info["mean"], info["std"])
-        meta = WeightsMeta(info["arch"], model.config, preprocess, IMAGENET_CLASSES, source=info["source"],
-                           source_sha256=digest)  # fmt: skip
-        return save_weights(dst, model, meta)
+        return convert_state_dict(model.state_dict(), dst, info["arch"], overrides=info["overrides"],
+                                  preprocess=preprocess, source=info["source"], source_sha256=digest)  # fmt: skip
     if src.suffix == ".safetensors" and _is_resnetkit(src):
         state, meta = read_weights(src)
         return save_weights(dst, state, meta)
