@@ -20,8 +20,6 @@ from resnetkit.deploy import (
     norm_names,
     sample_images,
 )
-from resnetkit.train.config import load_config, recipe_path
-from resnetkit.train.engine import fit
 
 from .conftest import randomize_norms, test_size
 
@@ -146,31 +144,23 @@ def test_export_raises_past_tolerance(tmp_path):
     assert info.value.report.max_abs_diff == pytest.approx(0.01, rel=1e-3) and "\n" not in str(info.value)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "run"
-    fit(load_config(recipe_path("digits"), ["model.options={layers: [1, 1, 1]}", "data.input_size=16", "epochs=1",
-                                            "progress=false", f"out={out}"]))  # fmt: skip
-    return out / "last.pt"
-
-
 @pytest.mark.parametrize("fmt", ["onnx", "exported"])
-def test_cli_exports_a_checkpoint_with_parity(checkpoint, fmt, tmp_path, capsys):
+def test_cli_exports_a_checkpoint_with_parity(tiny_checkpoint, fmt, tmp_path, capsys):
     out = tmp_path / f"digits.{fmt}"
-    assert main(["export", str(checkpoint), "--format", fmt, "--fuse", "--out", str(out)]) == 0
+    assert main(["export", str(tiny_checkpoint), "--format", fmt, "--fuse", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "fused 7 of 7 BatchNorm layers into their convolutions"
     assert lines[1].startswith(f"{fmt} {out}: max |diff|") and lines[1].endswith("batch sizes 8 and 1: OK")
     assert "top-1 agreement 9/9 (100.0%)" in lines[1] and out.is_file()
 
 
-def test_cli_default_path_is_beside_the_checkpoint(checkpoint, capsys):
-    assert main(["export", str(checkpoint), "--format", "torchscript"]) == 0
-    assert checkpoint.with_suffix(".torchscript").is_file()
-    assert str(checkpoint.with_suffix(".torchscript")) in capsys.readouterr().out
+def test_cli_default_path_is_beside_the_checkpoint(tiny_checkpoint, capsys):
+    assert main(["export", str(tiny_checkpoint), "--format", "torchscript"]) == 0
+    assert tiny_checkpoint.with_suffix(".torchscript").is_file()
+    assert str(tiny_checkpoint.with_suffix(".torchscript")) in capsys.readouterr().out
 
 
-def test_cli_exits_1_when_the_export_does_not_match(checkpoint, tmp_path, monkeypatch, capsys):
+def test_cli_exits_1_when_the_export_does_not_match(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     def broken_fuse(model):  # a fusion bug: the exported network is not the checkpoint's
         fused = fuse_model(model)
         with torch.no_grad():
@@ -178,14 +168,14 @@ def test_cli_exits_1_when_the_export_does_not_match(checkpoint, tmp_path, monkey
         return fused
 
     monkeypatch.setattr("resnetkit.deploy.cli.fuse_model", broken_fuse)
-    assert main(["export", str(checkpoint), "--fuse", "--out", str(tmp_path / "bad.onnx")]) == 1
+    assert main(["export", str(tiny_checkpoint), "--fuse", "--out", str(tmp_path / "bad.onnx")]) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out
     assert len(captured.err.strip().splitlines()) == 1 and "does not match the eager model" in captured.err
 
 
-def test_cli_bad_input_is_a_one_line_error(checkpoint, tmp_path, capsys):
-    assert main(["export", str(checkpoint), "--opset", "13"]) == 2
+def test_cli_bad_input_is_a_one_line_error(tiny_checkpoint, tmp_path, capsys):
+    assert main(["export", str(tiny_checkpoint), "--opset", "13"]) == 2
     assert main(["export", str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "opset 13" in err[0] and "missing.pt" in err[1]

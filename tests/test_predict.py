@@ -10,16 +10,6 @@ from PIL import Image
 from resnetkit.cli import main
 from resnetkit.data import ImageDecodeError, load_digits
 from resnetkit.inference import Predictor, read_image
-from resnetkit.train.config import load_config, recipe_path
-from resnetkit.train.engine import fit
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("predict") / "run"
-    fit(load_config(recipe_path("digits"), ["model.options={layers: [1, 1, 1]}", "data.input_size=16", "epochs=2",
-                                            "progress=false", f"out={out}"]))  # fmt: skip
-    return out / "last.pt"
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +63,14 @@ def test_damaged_files_raise_one_line_errors(tmp_path, digit):
         assert name in str(info.value) and "\n" not in str(info.value)
 
 
-def test_predict_every_file_and_report_the_bad_ones(tmp_path, digit, checkpoint, capsys):
+def test_predict_every_file_and_report_the_bad_ones(tmp_path, digit, tiny_checkpoint, capsys):
     files = list(save_all_modes(digit, tmp_path))
     (tmp_path / "truncated.jpg").write_bytes((tmp_path / "rgb.jpg").read_bytes()[:200])
     paths = [str(tmp_path / n) for n in ["truncated.jpg", *files]]
-    assert main(["predict", str(checkpoint), *paths, "--topk", "3"]) == 1
+    assert main(["predict", str(tiny_checkpoint), *paths, "--topk", "3"]) == 1
     out, err = capsys.readouterr()
     assert len(out.strip().splitlines()) == len(files)
     assert len(err.strip().splitlines()) == 1 and "truncated.jpg" in err
-    predictor = Predictor.from_checkpoint(checkpoint)
+    predictor = Predictor.from_checkpoint(tiny_checkpoint)
     top = predictor.predict_file(tmp_path / "grey.png", topk=3).top
     assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] and set(c for c, _ in top) <= set(map(str, range(10)))
