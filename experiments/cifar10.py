@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from resnetkit.models import ResNet, ResNetConfig
 from resnetkit.train import fit, load_config
 from resnetkit.train.checkpoint import LAST, load_checkpoint
 from resnetkit.train.report import read_log
+from resnetkit.weights.publish import publish_run
 
 import plots  # experiments/plots.py and tables.py, beside this file
 import tables
@@ -172,16 +172,8 @@ def check_unchanged(cfg, run_dir: Path) -> None:
 
 
 def hardware(device: str) -> str:
-    device = runtime.pick_device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
     threads = torch.get_num_threads()
-    return f"{cpu}, {threads} thread{'s' * (threads != 1)}"
+    return f"{runtime.hardware_name(runtime.pick_device(device))}, {threads} thread{'s' * (threads != 1)}"
 
 
 # ---------------------------------------------------------------- records
@@ -299,6 +291,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--markdown", type=Path, default=Path("experiments/RESULTS.md"))
     p.add_argument("--extra-run", action="append", default=[], metavar="PATH=COMMAND",
                    help="a run directory trained on its own, and the command that trained it (remembered)")  # fmt: skip
+    p = commands.add_parser("publish", help="ship a finished run's weights in the package as MODEL.TAG")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--tag", required=True, help="e.g. c10jpeg_cpu30 (the short CPU recipe) or c10jpeg_paper")
+    p.add_argument("--command", help="how it was trained (default: driver.json's train_command)")
+    p.add_argument("--hardware", help="what it was trained on (default: driver.json's, else this machine)")
     if argv and argv[0] in EXPERIMENTS:  # KEY=VALUE may follow --seeds/--only, whose nargs would swallow it
         overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
         args = parser.parse_args([a for a in argv if a not in overrides])
@@ -308,11 +305,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def publish(args: argparse.Namespace) -> None:
+    """Ship a finished run's final weights inside the package as ``<model>.<tag>`` (see resnetkit.weights.publish)."""
+    meta = _read_json(args.run_dir / "driver.json")
+    command = args.command or meta.get("train_command")
+    if not command:
+        raise SystemExit(f"cifar10.py: {args.run_dir} has no driver.json; say how it was trained with --command")
+    if not (args.run_dir / "summary.json").is_file():
+        raise SystemExit(f"cifar10.py: {args.run_dir} has not finished (no summary.json); resume it first")
+    machine = args.hardware or " + ".join(meta.get("hardware", [])) or hardware("auto")
+    entry = publish_run(args.run_dir, args.tag, command, machine)
+    print(f"published {entry['arch']}.{entry['tag']}: val top-1 {entry['metrics'][0]['top1']:.2f}%, "
+          f"{entry['file_mb']} MB, sha256 {entry['sha256'][:12]}...", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.experiment == "report":
         report(args)
+    elif args.experiment == "publish":
+        publish(args)
     else:
         run_experiment(args, shlex.join(["python", "experiments/cifar10.py", *argv]))
     return 0

@@ -72,3 +72,19 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def hardware_name(device: torch.device | str = "cpu") -> str:
+    """What a number was measured on: the GPU's name, or the CPU model and its logical core count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    import platform
+
+    return f"{cpu or platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"

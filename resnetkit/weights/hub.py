@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..data.download import download_url
+from ..data.download import download_url, file_digest
 from ..models import ResNet
 from .convert import convert_state_dict, read_state_dict
 from .format import WeightsError, load_checked, model_with, read_weights
@@ -36,7 +36,7 @@ def cache_dir(override: str | Path | None = None) -> Path:
 def fetch(entry: WeightsEntry, cache: str | Path | None = None, progress: bool = True) -> Path:
     """The local resnetkit weights file of a registry entry: shipped, cached, or downloaded and converted now."""
     if entry.url is None:
-        return SHIPPED / entry.filename
+        return _checked_shipped(entry)
     folder = cache_dir(cache)
     converted = folder / f"{entry.name}.safetensors"
     if converted.is_file():
@@ -50,6 +50,16 @@ def fetch(entry: WeightsEntry, cache: str | Path | None = None, progress: bool =
                        metrics=entry.metrics, recipe=entry.recipe, source=entry.url, source_sha256=entry.sha256,
                        extra={"name": entry.name})  # fmt: skip
     return converted
+
+
+def _checked_shipped(entry: WeightsEntry) -> Path:
+    """A shipped file, after checking it is there and whole (its SHA-256 against the manifest's)."""
+    path = SHIPPED / entry.filename
+    if not path.is_file():
+        raise FileNotFoundError(f"shipped weights {entry.name} are missing from {SHIPPED}; reinstall resnetkit")
+    if file_digest(path, "sha256") != entry.sha256:
+        raise WeightsError(f"shipped weights {path} are damaged: SHA-256 differs from the manifest's; reinstall resnetkit")
+    return path
 
 
 def resolve(source: str | Path, cache: str | Path | None = None, progress: bool = True) -> Path:

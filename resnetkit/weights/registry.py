@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..models.registry import natural_key
 from .format import Metric, Preprocess
 
 SHIPPED = Path(__file__).parent / "files"  # weights trained by resnetkit, inside the package
+MANIFEST = SHIPPED / "manifest.json"
 
 
 class SourceFormat(enum.Enum):
@@ -94,8 +96,24 @@ def _hash_prefix(filename: str) -> str:
     return match.group(1)
 
 
-# Our own trained weights are added here (see the CIFAR-10 reproduction); the first entry of an arch is its default.
-SHIPPED_ENTRIES: list[WeightsEntry] = []
+def entry_from_dict(data: dict) -> WeightsEntry:
+    """A shipped entry from its manifest record (see :mod:`resnetkit.weights.publish`)."""
+    return WeightsEntry(
+        data["arch"], data["tag"], None, data["filename"], data["sha256"], Preprocess(**data["preprocess"]),
+        tuple(Metric(**m) for m in data["metrics"]), data["num_params"], data["file_mb"], data["recipe"],
+        SourceFormat.RESNETKIT,
+    )  # fmt: skip
+
+
+def _shipped_entries() -> list[WeightsEntry]:
+    if not MANIFEST.is_file():
+        return []
+    return [entry_from_dict(record) for record in json.loads(MANIFEST.read_text())]
+
+
+# Weights trained by resnetkit (the CIFAR-10 reproduction), listed in the manifest that `publish_run` writes; the
+# first entry of an arch is its default.
+SHIPPED_ENTRIES: list[WeightsEntry] = _shipped_entries()
 
 PRETRAINED: dict[str, WeightsEntry] = {e.name: e for e in [*SHIPPED_ENTRIES, *_torchvision_entries()]}
 
