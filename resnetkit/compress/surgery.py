@@ -13,12 +13,14 @@ An op is registered with :func:`register_op`; it receives the model and the reco
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 from torch import nn
 
 SurgeryOp = Callable[[nn.Module, dict[str, Any]], None]
 _OPS: dict[str, SurgeryOp] = {}
+_OP_MODULES = ("prune", "lowrank")  # resnetkit's own op modules, imported when an op is not yet registered
 
 
 def register_op(name: str) -> Callable[[SurgeryOp], SurgeryOp]:
@@ -45,12 +47,25 @@ def record_surgery(model: nn.Module, record: dict[str, Any]) -> None:
 
 def apply_surgery(model: nn.Module, records: list[dict[str, Any]]) -> nn.Module:
     """Replay ``records`` on a freshly built ``model`` (in place) and return it, ready for ``load_state_dict``."""
-    from . import lowrank, prune  # noqa: F401  (importing them registers their ops)
-
     for record in records:
-        op = _OPS.get(record.get("op"))
+        op = _OPS.get(record.get("op")) or _builtin_op(record.get("op"))
         if op is None:
             raise ValueError(f"unknown surgery op {record.get('op')!r}; known: {', '.join(sorted(_OPS))}")
         op(model, record)
         model.surgery = [*surgery_of(model), record]
     return model
+
+
+def _builtin_op(name: Any) -> SurgeryOp | None:
+    """Import resnetkit's op modules (registering their ops) and look ``name`` up again.
+
+    Lazy, so that replaying an op registered elsewhere never imports them, and an op module that is absent from
+    this install makes only its own ops unknown.
+    """
+    for module in _OP_MODULES:
+        try:
+            importlib.import_module(f"{__package__}.{module}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__package__}.{module}":
+                raise  # the module exists but one of its imports is missing: a real error
+    return _OPS.get(name)

@@ -3,6 +3,9 @@
 A checkpoint is a ``torch.save`` dict of tensors and plain values only, so it loads with
 ``torch.load(weights_only=True)``: a crafted file cannot run code. It is written to a temporary file in the same
 directory, flushed to disk, then renamed over the old one, so an interrupted write never leaves a broken file.
+
+Compressed models are a variant plus architecture edits: the checkpoint keeps those edits under ``"surgery"``
+(see :mod:`resnetkit.compress.surgery`) and :func:`model_from_checkpoint` replays them before loading the weights.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from ..compress.surgery import apply_surgery, surgery_of
 from ..models import ResNet, ResNetConfig
 
 FORMAT = "resnetkit.checkpoint/1"
@@ -67,17 +71,35 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def model_from_checkpoint(state: dict[str, Any], ema: bool = True) -> ResNet:
-    """Rebuild the network from a checkpoint alone, with the EMA weights when it has them and ``ema``."""
+    """Rebuild the network from a checkpoint alone (variant, then its surgery edits), with the EMA weights when it
+    has them and ``ema``."""
     model = ResNet.from_config(ResNetConfig.from_dict(state["model_config"]))
+    apply_surgery(model, state.get("surgery") or [])
     weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
     model.load_state_dict(weights, strict=True)
     return model
 
 
+def checkpoint_from_model(model: ResNet, like: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A plain (non-resumable) checkpoint state for ``model``, e.g. after compression, for :func:`save_checkpoint`.
+
+    Args:
+        model: the network, possibly edited (its ``model.surgery`` is stored).
+        like: an existing checkpoint state; its ``model_name``, ``train_config``, ``classes`` and ``normalize``
+            are kept, so eval, predict, export and ``init_from`` treat the result like the original.
+        **extra: more entries, e.g. ``compression={...}`` or ``metrics={...}``.
+    """
+    keep = {key: like[key] for key in ("model_name", "train_config", "classes", "normalize")}
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {**keep, "model_config": model.config.to_dict(), "surgery": surgery_of(model), "model": weights,
+            "ema": None, **extra}  # fmt: skip
+
+
 def export_safetensors(state: dict[str, Any], path: str | Path, ema: bool = True) -> Path:
-    """Write the weights alone as a safetensors file, with the model config as metadata."""
+    """Write the weights alone as a safetensors file, with the model config and surgery edits as metadata."""
     weights = state["ema"] if ema and state.get("ema") is not None else state["model"]
     tensors = {k: v.contiguous() for k, v in weights.items()}
     metadata = {"format": "resnetkit", "model_name": state["model_name"], "model_config": json.dumps(state["model_config"]),
-                "classes": json.dumps(state.get("classes", []))}  # fmt: skip
+                "classes": json.dumps(state.get("classes", [])),
+                "surgery": json.dumps(state.get("surgery") or [])}  # fmt: skip
     return atomic_write(path, lambda f: f.write(safetensors.torch.save(tensors, metadata=metadata)))

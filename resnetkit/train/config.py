@@ -1,7 +1,7 @@
 """Training configuration: frozen dataclasses, filled from a recipe file plus ``key=value`` overrides.
 
-A recipe is YAML with the sections of :class:`TrainConfig` (``model``, ``data``, ``optim``, top-level run
-options). Overrides use dotted keys: ``optim.lr=0.2 data.batch_size=64 model.name=cifar_resnet56``. Strings are
+A recipe is YAML with the sections of :class:`TrainConfig` (``model``, ``data``, ``optim``, ``distill``, top-level
+run options). Overrides use dotted keys: ``optim.lr=0.2 data.batch_size=64 model.name=cifar_resnet56``. Strings are
 parsed into enums here, once; unknown keys are an error that lists the valid ones.
 """
 
@@ -87,12 +87,43 @@ class OptimSection:
 
 
 @dataclass(frozen=True)
+class DistillSection:
+    """Knowledge distillation (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"); off while
+    ``teacher`` is empty.
+
+    The loss is ``alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student,
+    labels)``, the CE part with ``optim.label_smoothing`` and MixUp/CutMix targets as usual. The teacher sees the
+    same (augmented, mixed) batch under the same autocast, in eval mode and without gradients; it must predict the
+    dataset's classes in the same order.
+    """
+
+    teacher: str = ""  # path of a resnetkit training checkpoint (its EMA weights when it has them)
+    temperature: float = 4.0  # T: softens both distributions; T^2 keeps the soft gradients' scale independent of T
+    alpha: float = 0.9  # weight of the soft (teacher) term; 0 is plain cross-entropy
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"distill.alpha={self.alpha} must be between 0 and 1")
+        if self.temperature <= 0:
+            raise ValueError(f"distill.temperature={self.temperature} must be positive")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run needs; stored in every checkpoint so a run can be evaluated or resumed with no flags."""
+    """Everything a run needs; stored in every checkpoint so a run can be evaluated or resumed with no flags.
+
+    ``init_from`` fine-tunes: the network is rebuilt from that checkpoint (variant, options, surgery edits, EMA
+    weights when it has them) instead of a fresh ``model`` variant, while the optimizer, schedule, step count and
+    EMA start fresh. The checkpoint decides the architecture: its model section replaces the recipe's (recipes
+    always name a model, so a differing ``model.name`` is ignored with a printed note rather than an error). Its
+    classes must be the dataset's. ``--resume`` of such a run reads ``init_from`` again for the architecture.
+    """
 
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
+    distill: DistillSection = field(default_factory=DistillSection)
+    init_from: str = ""  # a checkpoint to start from (fine-tuning): its architecture and weights, fresh optimizer
     epochs: int = 30
     steps: int = 0  # total iterations; overrides epochs when set (the paper: 64000)
     seed: int = 0

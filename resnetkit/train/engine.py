@@ -4,10 +4,15 @@ One epoch is :func:`train_epoch`; validation is :func:`evaluate`; :func:`fit` se
 checkpoints (atomically, last and best) and writes ``summary.json`` and the curves. The learning rate is a pure
 function of the step, and the data order and augmentation are functions of (seed, epoch), so a run resumed from
 its last checkpoint continues exactly as if it had never stopped.
+
+The objective is one ``loss_fn(logits, targets, images)`` built once (cross-entropy, or knowledge distillation
+from ``distill.teacher``; see :mod:`.losses`). With ``init_from`` the network (architecture, surgery edits and
+weights) comes from a checkpoint instead of a fresh variant.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -22,11 +27,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .. import runtime
+from ..compress.surgery import surgery_of
 from ..models import ResNet, create_model
 from . import distributed as D
-from .checkpoint import BEST, LAST, atomic_write, export_safetensors, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .checkpoint import (BEST, LAST, atomic_write, export_safetensors, load_checkpoint, model_from_checkpoint,
+                         save_checkpoint)  # fmt: skip
+from .config import ModelSection, TrainConfig
 from .data import RunData, build_data
+from .losses import LossFn, check_classes, load_teacher, make_loss_fn
 from .metrics import ClassificationMeter
 from .optim import lr_factor, make_optimizer, set_lr
 from .report import RunLog, plot_curves
@@ -52,6 +60,8 @@ class Trainer:
     scaler: torch.amp.GradScaler
     ema: AveragedModel | None
     total_steps: int
+    loss_fn: LossFn  # (logits, targets, images) -> loss; see .losses
+    teacher: dict[str, Any] | None = None  # distillation: the teacher's checkpoint, name and val top-1
     step: int = 0
     epoch: int = 0
     best_val: float = -1.0
@@ -72,8 +82,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     device = D.local_device(device, world)
     runtime.seed_everything(cfg.seed, cfg.deterministic)
     data = build_data(cfg, device, world)
-    model = create_model(cfg.model.name, num_classes=data.num_classes, in_chans=data.in_chans, **cfg.model.options)
-    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    cfg, model = initial_model(cfg, data, world)
+    model.to(device, memory_format=_memory_format(cfg))
     net = D.wrap(model, world, device, cfg.sync_bn)
     if cfg.compile:
         net = torch.compile(net)
@@ -81,8 +91,47 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     if cfg.ema_decay:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     total_steps = cfg.steps or cfg.epochs * data.steps_per_epoch
+    teacher, teacher_info = _teacher(cfg, data, device, world)
     return Trainer(cfg, world, device, data, model, net, make_optimizer(model, cfg.optim),
-                   runtime.grad_scaler(device, cfg.precision), ema, total_steps)  # fmt: skip
+                   runtime.grad_scaler(device, cfg.precision), ema, total_steps, make_loss_fn(cfg, teacher),
+                   teacher_info)  # fmt: skip
+
+
+def initial_model(cfg: TrainConfig, data: RunData, world: D.World) -> tuple[TrainConfig, ResNet]:
+    """A fresh ``cfg.model`` variant, or with ``init_from`` that checkpoint's network and weights (EMA if any).
+
+    The checkpoint decides the architecture (variant, options and surgery edits): the returned config's model
+    section is the checkpoint's, replacing the recipe's (a note is printed when they differ).
+    """
+    if not cfg.init_from:
+        return cfg, create_model(cfg.model.name, num_classes=data.num_classes, in_chans=data.in_chans,
+                                 **cfg.model.options)  # fmt: skip
+    state = load_checkpoint(cfg.init_from)
+    check_classes(state["classes"], data.classes, f"init_from {cfg.init_from}")
+    options = state.get("train_config", {}).get("model", {}).get("options", {})
+    section = ModelSection(state["model_name"], dict(options))
+    if section != cfg.model and world.is_main:
+        print(f"init_from: the architecture is {cfg.init_from}'s ({section.name}, {len(state.get('surgery') or [])} "
+              f"surgery edits); the config's model section ({cfg.model.name}) is not used")  # fmt: skip
+    return dataclasses.replace(cfg, model=section), model_from_checkpoint(state)
+
+
+def _teacher(cfg: TrainConfig, data: RunData, device: torch.device, world: D.World) -> tuple[nn.Module | None, Any]:
+    """The frozen distillation teacher and its record (with its top-1 on this run's val split), or ``None``s."""
+    if not cfg.distill.teacher:
+        return None, None
+    teacher, info = load_teacher(cfg.distill.teacher, data.classes, device, _memory_format(cfg))
+    if world.is_main:
+        info["val_top1"] = evaluate(teacher, data.val_batches(), data.num_classes, device, cfg).top1
+        if cfg.progress:
+            d = cfg.distill
+            print(f"distilling from {info['checkpoint']} ({info['model_name']}, val top-1 "
+                  f"{100 * info['val_top1']:.2f}%), T={d.temperature:g}, alpha={d.alpha:g}")  # fmt: skip
+    return teacher, info
+
+
+def _memory_format(cfg: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.preserve_format
 
 
 def train_epoch(t: Trainer) -> dict[str, float]:
@@ -99,7 +148,7 @@ def train_epoch(t: Trainer) -> dict[str, float]:
         set_lr(t.optimizer, cfg.optim.lr * lr_factor(t.step, t.total_steps, cfg.optim))
         with runtime.autocast(t.device, cfg.precision):
             logits = t.net(images)
-            loss = F.cross_entropy(logits, targets, label_smoothing=cfg.optim.label_smoothing)
+            loss = t.loss_fn(logits, targets, images)
         t.optimizer.zero_grad(set_to_none=True)
         t.scaler.scale(loss).backward()
         if cfg.optim.grad_clip:
@@ -202,6 +251,7 @@ def _state(t: Trainer, record: dict[str, Any]) -> dict[str, Any]:
     return {
         "model_name": t.cfg.model.name,
         "model_config": t.model.config.to_dict(),
+        "surgery": surgery_of(t.model),
         "train_config": t.cfg.to_dict(),
         "classes": t.data.classes,
         "normalize": {"mean": list(t.data.mean), "std": list(t.data.std), "input_size": t.cfg.data.input_size},
@@ -216,6 +266,7 @@ def _state(t: Trainer, record: dict[str, Any]) -> dict[str, Any]:
         "epoch": t.epoch,
         "best_val_top1": t.best_val,
         "metrics": record,
+        "teacher": t.teacher,
     }
 
 
@@ -248,6 +299,8 @@ def _finish(t: Trainer, wall_time: float) -> dict[str, Any]:
         "world_size": t.world.size,
         "metrics": final,
         "best_val_top1": t.best_val,
+        "init_from": t.cfg.init_from or None,
+        "teacher": t.teacher,
         "checkpoint": str(t.out / LAST),
     }
     export_safetensors(_state(t, t.history[-1] if t.history else {}), t.out / "weights.safetensors")
