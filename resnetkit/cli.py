@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .deploy.cli import cmd_export
+from .deploy.quantize import DEFAULT_CALIBRATION, Calibration
 from .models.complexity import ModelRow, model_table
 
 
@@ -196,10 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["onnx", "torchscript", "exported"], default="onnx",
                         help="onnx (run by ONNX Runtime), torchscript (traced) or exported (torch.export .pt2)")  # fmt: skip
     export.add_argument("--fuse", action="store_true", help="fold BatchNorm into the convolutions first")
-    export.add_argument("--out", help="file to write (default: beside the checkpoint, e.g. best.onnx, best-fused.pt2)")
-    export.add_argument("--atol", type=float, default=1e-4, help="largest max |output difference| from eager "
-                        "that passes; exit status 1 above it (default: 1e-4)")  # fmt: skip
+    export.add_argument("--out", help="file to write (default: beside the checkpoint, e.g. best.onnx, best-fused.pt2, "
+                        "best-int8.onnx)")  # fmt: skip
+    export.add_argument("--atol", type=float, default=1e-4, help="largest max |output difference| from eager that "
+                        "passes; exit status 1 above it (default: 1e-4; with --int8: the fp32 step's)")  # fmt: skip
     export.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or later (default: 18)")
+    export.add_argument("--int8", action="store_true", help="static int8 ONNX (ONNX Runtime QDQ, per-channel "
+                        "weights) calibrated on training images; passes on top-1 agreement with eager")  # fmt: skip
+    export.add_argument("--calibration-images", type=int, default=512, metavar="N",
+                        help="with --int8: calibrate on the first N training images (default: 512)")  # fmt: skip
+    calibration = DEFAULT_CALIBRATION.value
+    export.add_argument("--calibration", choices=[c.value for c in Calibration], default=calibration,
+                        help=f"with --int8: how activation ranges are chosen (default: {calibration})")  # fmt: skip
+    export.add_argument("--data", help="with --int8: calibrate on this dataset (folder, .zip, cifar10, ...) "
+                        "instead of the checkpoint's own")  # fmt: skip
     export.set_defaults(func=cmd_export)
     models = commands.add_parser("models", help="list the model zoo with parameter and MAC counts")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'cifar_*' (default: all)")

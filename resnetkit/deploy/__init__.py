@@ -1,10 +1,13 @@
-"""Deployment: BatchNorm fusion and export (ONNX, TorchScript, torch.export), each export checked against eager.
+"""Deployment: BatchNorm fusion, export (ONNX, TorchScript, torch.export) and int8 quantization (static through
+ONNX Runtime, and quantization-aware training), each export checked against eager.
 
     >>> from resnetkit import create_model
-    >>> from resnetkit.deploy import export_onnx, fuse_model
+    >>> from resnetkit.deploy import export_int8, export_onnx, fuse_model
     >>> model = create_model("cifar_resnet20").eval()
     >>> report = export_onnx(fuse_model(model), "r20.onnx", 32, reference=model)  # raises ParityError past atol
     >>> print(report.line())  # doctest: +SKIP
+    >>> calibration = calibration_images("runs/digits/best.pt", 512)  # doctest: +SKIP
+    >>> report = export_int8(model, "r20-int8.onnx", calibration)  # doctest: +SKIP
 """
 
 from .export import (
@@ -20,9 +23,22 @@ from .export import (
     sample_images,
 )
 from .fuse import fold_norm_into_conv, foldable_pairs, fuse_model, norm_names
+from .qat import ActivationFakeQuant, WeightFakeQuant, is_qat, prepare_qat, strip_qat
+from .quantize import (
+    DEFAULT_CALIBRATION,
+    Calibration,
+    Int8ParityReport,
+    calibration_images,
+    check_int8_parity,
+    export_int8,
+    quantize_onnx,
+)
 
 __all__ = [
     "fuse_model", "foldable_pairs", "fold_norm_into_conv", "norm_names",
     "Format", "ParityReport", "ParityError", "EXPORTERS", "export_onnx", "export_torchscript", "export_program",
     "check_parity", "load_runner", "sample_images",
+    "Calibration", "DEFAULT_CALIBRATION", "Int8ParityReport", "quantize_onnx", "export_int8", "check_int8_parity",
+    "calibration_images",
+    "prepare_qat", "strip_qat", "is_qat", "WeightFakeQuant", "ActivationFakeQuant",
 ]  # fmt: skip
