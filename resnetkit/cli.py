@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .deploy.cli import cmd_export
+from .compress.cli import cmd_compress
+from .compress.prune import Criterion
+from .deploy.bench import Route
+from .deploy.cli import cmd_bench, cmd_export
 from .deploy.quantize import DEFAULT_CALIBRATION, Calibration
 from .models.complexity import ModelRow, model_table
 
@@ -212,6 +215,42 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--data", help="with --int8: calibrate on this dataset (folder, .zip, cifar10, ...) "
                         "instead of the checkpoint's own")  # fmt: skip
     export.set_defaults(func=cmd_export)
+    bench = commands.add_parser("bench", help="latency and throughput of every inference route (eager, fused, "
+                                "compiled, ONNX Runtime, OpenVINO, int8), with MACs, params and file size")  # fmt: skip
+    bench.add_argument("model", help="registry name (random weights: speed does not depend on them) or checkpoint")
+    bench.add_argument("--routes", default="all", help="comma-separated: " + ",".join(r.value for r in Route)
+                       + " (default: all installed)")  # fmt: skip
+    bench.add_argument("--batch-size", type=int, default=32, help="the larger batch, for throughput (default: 32)")
+    bench.add_argument("--input-size", type=int, help="image side (default: the checkpoint's, 32 for CIFAR "
+                       "stems, 224 otherwise)")  # fmt: skip
+    bench.add_argument("--repeats", type=int, default=30, help="timed calls per measurement (median reported)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed calls first")
+    bench.add_argument("--threads", type=int, default=0, help="threads for every runtime (default: all cores)")
+    bench.add_argument("--calibration-images", type=int, default=512, help="int8 calibration images (checkpoint)")
+    bench.add_argument("--json", help="also write the results as a JSON list to this file")
+    bench.set_defaults(func=cmd_bench)
+    compress = commands.add_parser("compress", help="prune / factorise / fine-tune / distil / int8 a checkpoint; "
+                            "accuracy, MACs, size and latency of every stage")  # fmt: skip
+    compress.add_argument("checkpoint", help="training checkpoint (its dataset gives the validation split)")
+    compress.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="for the fine-tuning run, e.g. optim.lr=0.05")
+    compress.add_argument("--out", required=True, help="folder for every stage's checkpoint, the int8 ONNX and compress.json")
+    compress.add_argument("--prune", type=float, default=0.0, metavar="FRACTION",
+                   help="structured pruning of branch channels to this fraction of the MACs (e.g. 0.5)")
+    compress.add_argument("--criterion", choices=[c.value for c in Criterion], default="l1",
+                   help="which channels to keep: filter L1 norm or BatchNorm |gamma| (default: l1)")
+    compress.add_argument("--channel-multiple", type=int, default=1, help="round kept widths to a multiple of this")
+    compress.add_argument("--factorize", type=float, default=0.0, metavar="FRACTION",
+                   help="low-rank factorisation (Tucker-2 / SVD) to this fraction of the MACs")
+    compress.add_argument("--sparsity", type=float, default=0.0, help="unstructured magnitude pruning of this fraction of weights")
+    compress.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune for N epochs (the original recipe, "
+                   "cosine from optim.lr=0.02 unless overridden)")
+    compress.add_argument("--distill", action="store_true", help="fine-tune with the original checkpoint as the teacher")
+    compress.add_argument("--int8", action="store_true", help="finish with static int8 ONNX (BatchNorm fused first)")
+    compress.add_argument("--calibration-images", type=int, default=512, help="training images for int8 calibration")
+    compress.add_argument("--calibration", choices=[c.value for c in Calibration], default=Calibration.PERCENTILE.value)
+    compress.add_argument("--split", choices=["val", "test"], default="val", help="split the accuracy is measured on")
+    compress.add_argument("--repeats", type=int, default=50, help="timed calls per latency (median reported)")
+    compress.set_defaults(func=cmd_compress)
     models = commands.add_parser("models", help="list the model zoo with parameter and MAC counts")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'cifar_*' (default: all)")
     models.add_argument("--format", choices=["text", "markdown", "json"], default="text", help="output format")

@@ -1,16 +1,21 @@
-"""``resnetkit export CKPT``: a training checkpoint to ONNX, TorchScript or a torch.export program, parity-checked;
+"""``resnetkit export CKPT`` and ``resnetkit bench MODEL``. Export: a training checkpoint to ONNX, TorchScript or a torch.export program, parity-checked;
 with ``--int8``, to static int8 ONNX calibrated on the checkpoint's own training images."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+import torch
+
 from torch import nn
 
+from ..models import create_model
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
-from .export import EXPORTERS, Format, ParityError, ParityReport, sample_images
+from .bench import BenchSettings, Route, available_routes, bench, format_results, machine_note
+from .export import EXPORTERS, Format, ParityError, ParityReport, default_input_size, sample_images
 from .fuse import fuse_model, norm_names
 from .quantize import Calibration, Int8ParityReport, calibration_images, export_int8
 
@@ -79,3 +84,44 @@ def _shortfall(report: ParityReport) -> str:
     if isinstance(report, Int8ParityReport):
         return f"top-1 agreement {report.top1_agreement:.1%} < {report.min_top1_agreement:.0%}, or non-finite outputs"
     return f"max |diff| {report.max_abs_diff:.2e} > atol {report.atol:.0e}"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Time ``args.model`` (a registry name or a training checkpoint) along the chosen routes; table and JSON."""
+    routes = parse_routes(args.routes)
+    model, input_size, calibration = _bench_model(args)
+    settings = BenchSettings(input_size=args.input_size or input_size, batch=args.batch_size, repeats=args.repeats,
+                             warmup=args.warmup, threads=args.threads, calibration=calibration)  # fmt: skip
+    results = bench(model, routes, settings, progress=sys.stderr.isatty())
+    print(format_results(results))
+    print(f"\nmedian of {args.repeats} calls after {args.warmup} warm-up calls; "
+          f"{machine_note(args.threads or torch.get_num_threads())}")  # fmt: skip
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def parse_routes(text: str) -> list[Route]:
+    """``"all"`` (every installed route) or comma-separated route names."""
+    if text == "all":
+        return available_routes()
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = {route.value: route for route in Route}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown route {unknown[0]!r}; choose from all, {', '.join(known)}")
+    return [known[name] for name in names]
+
+
+def _bench_model(args: argparse.Namespace) -> tuple[torch.nn.Module, int, torch.Tensor | None]:
+    """The network, its input size and int8 calibration images: real training images for a checkpoint."""
+    if Path(args.model).is_file():
+        state = load_checkpoint(args.model)
+        calibration = None
+        if args.routes == "all" or "int8" in args.routes:
+            calibration = calibration_images(state, args.calibration_images)
+        return model_from_checkpoint(state).eval(), state["normalize"]["input_size"], calibration
+    model = create_model(args.model).eval()  # random weights: the speed of a network does not depend on them
+    return model, default_input_size(model), None

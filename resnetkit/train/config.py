@@ -123,6 +123,7 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     distill: DistillSection = field(default_factory=DistillSection)
+    qat: bool = False  # quantization-aware training: simulate int8 weights and inputs (resnetkit.deploy.qat)
     init_from: str = ""  # a checkpoint to start from (fine-tuning): its architecture and weights, fresh optimizer
     epochs: int = 30
     steps: int = 0  # total iterations; overrides epochs when set (the paper: 64000)

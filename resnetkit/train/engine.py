@@ -30,6 +30,7 @@ from .. import runtime
 from ..compress.surgery import surgery_of
 from ..models import ResNet, create_model
 from . import distributed as D
+from ..deploy.qat import prepare_qat
 from .checkpoint import (BEST, LAST, atomic_write, export_safetensors, load_checkpoint, model_from_checkpoint,
                          save_checkpoint)  # fmt: skip
 from .config import ModelSection, TrainConfig
@@ -83,6 +84,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     runtime.seed_everything(cfg.seed, cfg.deterministic)
     data = build_data(cfg, device, world)
     cfg, model = initial_model(cfg, data, world)
+    if cfg.qat:  # before EMA, DDP and compile, which copy or wrap the modules
+        prepare_qat(model)
     model.to(device, memory_format=_memory_format(cfg))
     net = D.wrap(model, world, device, cfg.sync_bn)
     if cfg.compile:
@@ -186,8 +189,10 @@ def _check_finite(loss: float, t: Trainer) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, num_classes: int, device: torch.device, cfg: TrainConfig) -> ClassificationMeter:
-    """Loss, top-1/top-5 and confusion matrix of ``model`` over ``batches`` (eval mode, no augmentation)."""
-    model.eval()
+    """Loss, top-1/top-5 and confusion matrix of ``model`` (a module, put in eval mode, or any function from
+    images to logits) over ``batches`` (no augmentation)."""
+    if isinstance(model, nn.Module):
+        model.eval()
     meter = ClassificationMeter(num_classes)
     for images, labels in batches:
         with runtime.autocast(device, cfg.precision):

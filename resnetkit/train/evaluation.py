@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+import torch
 
 from .. import runtime
 from .checkpoint import load_checkpoint, model_from_checkpoint
@@ -13,6 +15,8 @@ from .data import build_data
 from .distributed import World
 from .engine import evaluate
 from .metrics import ClassificationMeter
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -49,9 +53,15 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def evaluate_checkpoint(path: str, split: str | None = None, dataset: str | None = None, device: str = "auto") -> EvalReport:
+def evaluate_checkpoint(
+    path: str, split: str | None = None, dataset: str | None = None, device: str = "auto", runner: Runner | None = None
+) -> EvalReport:
     """Evaluate the checkpoint at ``path`` on ``split`` of its own dataset, rebuilt with the same split seed and
     preprocessing, or of another ``dataset`` with the same classes.
+
+    With ``runner`` (a function from an image batch to logits, e.g. ONNX Runtime running the checkpoint's int8
+    export; see :func:`resnetkit.deploy.load_runner`) that function is evaluated on the checkpoint's data instead
+    of the checkpoint's own network.
     """
     state = load_checkpoint(path)
     cfg = TrainConfig.from_dict(state["train_config"])
@@ -65,7 +75,7 @@ def evaluate_checkpoint(path: str, split: str | None = None, dataset: str | None
         raise ValueError(f"split {split!r} does not exist for {cfg.data.dataset}; choose from {sorted(splits)}")
     if data.classes != state["classes"]:
         raise ValueError(f"the dataset's classes {data.classes[:5]}... differ from the checkpoint's {state['classes'][:5]}...")
-    model = model_from_checkpoint(state).to(target)
+    model = model_from_checkpoint(state).to(target) if runner is None else runner
     meter = evaluate(model, splits[split], data.num_classes, target, cfg)
     return EvalReport(str(path), cfg.data.dataset, split, data.classes, meter)
 

@@ -1,0 +1,183 @@
+"""``resnetkit compress``: a chain of compression steps applied to a training checkpoint, with the validation
+accuracy, cost and batch-1 latency of every stage measured the same way.
+
+The chain runs in a fixed order, each step optional: structured channel pruning to a MAC fraction, low-rank
+factorisation to a MAC fraction, unstructured magnitude pruning to a sparsity, fine-tuning (optionally distilled
+from the original checkpoint), then static int8 quantization of the BatchNorm-fused result. Every intermediate
+network is written as a checkpoint in ``out`` (``compressed.pt``, ``finetune/last.pt``) and the int8 model as
+``model-int8.onnx``, so any stage can be evaluated, exported or fine-tuned again on its own. The fine-tuning run
+is an ordinary ``resnetkit train`` run: its recipe is written to ``out/finetune.yaml`` (the original run's config,
+``init_from`` the compressed checkpoint, a short cosine schedule) and ``KEY=VALUE`` overrides apply on top.
+
+Latency is ONNX Runtime's at batch 1 (median of repeated calls, as ``resnetkit bench``), fp32 for the PyTorch
+stages and int8 for the last, so the speed-ups in the report compare like with like.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from ..deploy.bench import onnx_latency_ms
+from ..deploy.export import Format, export_onnx, load_runner, sample_images
+from ..deploy.fuse import fuse_model
+from ..deploy.quantize import Calibration, calibration_images, export_int8
+from ..models.complexity import count_macs, count_params
+from ..train.checkpoint import LAST, checkpoint_from_model, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..train.config import load_config
+from ..train.engine import fit
+from ..train.evaluation import evaluate_checkpoint
+from .lowrank import factorize
+from .prune import Criterion, magnitude_prune, make_permanent, prune_channels
+
+FINETUNE_DEFAULTS = ("optim.schedule=cosine", "optim.lr=0.02", "optim.warmup_steps=0", "ema_decay=0.0")
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """Which steps to run; a fraction of 0 (or ``finetune_epochs`` 0, ``int8`` False) skips that step."""
+
+    prune: float = 0.0  # keep this fraction of the MACs by pruning branch channels
+    criterion: Criterion = Criterion.L1
+    channel_multiple: int = 1
+    factorize: float = 0.0  # then keep this fraction of the MACs by low-rank factorisation
+    sparsity: float = 0.0  # then mask this fraction of the weights (unstructured)
+    finetune_epochs: int = 0
+    distill: bool = False  # fine-tune with the original checkpoint as teacher
+    int8: bool = False
+    calibration_images: int = 512
+    calibration: Calibration = Calibration.PERCENTILE
+    overrides: tuple[str, ...] = ()  # KEY=VALUE for the fine-tuning run
+    latency_repeats: int = 50
+
+
+@dataclass
+class Stage:
+    """One network of the chain: accuracy on the validation split, cost, file and batch-1 latency."""
+
+    name: str
+    path: str
+    val_top1: float
+    macs: int
+    params: int
+    file_bytes: int
+    latency_ms: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compress_checkpoint(checkpoint: str | Path, out: str | Path, plan: ChainPlan, split: str = "val") -> list[Stage]:
+    """Run ``plan`` on ``checkpoint``, writing every stage into ``out``; the stages, first the original.
+
+    Also writes ``out/compress.json`` (the plan and the stages).
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_checkpoint(checkpoint)
+    stages = [_measure("original", checkpoint, split, plan)]
+    model = model_from_checkpoint(state).eval()
+    details = _edit(model, plan)
+    current = checkpoint
+    if details:
+        current = save_checkpoint(out / "compressed.pt", checkpoint_from_model(model, state, compression=details))
+        stages.append(_measure("compressed", current, split, plan, details))
+    if plan.finetune_epochs:
+        current = _finetune(checkpoint, current, out, plan)
+        stages.append(_measure("fine-tuned", current, split, plan))
+    if plan.int8:
+        stages.append(_int8_stage(current, out, split, plan))
+    document = {"checkpoint": str(checkpoint), "split": split, "plan": _plain(plan),
+                "stages": [s.to_dict() for s in stages]}  # fmt: skip
+    (out / "compress.json").write_text(json.dumps(document, indent=2) + "\n")
+    return stages
+
+
+def _edit(model: nn.Module, plan: ChainPlan) -> dict[str, Any]:
+    """The architecture and weight edits of ``plan``, in place; their reports as JSON-ready dicts."""
+    details = {}
+    if plan.prune:
+        report = prune_channels(model, plan.prune, plan.criterion, channel_multiple=plan.channel_multiple)
+        print(report)
+        details["prune"] = report.as_dict()
+    if plan.factorize:
+        report = factorize(model, plan.factorize)
+        print(report)
+        details["factorize"] = report.as_dict()
+    if plan.sparsity:
+        report = magnitude_prune(model, plan.sparsity)
+        print(report.table())
+        details["sparsity"] = report.as_dict()
+    return details
+
+
+def _finetune(original: Path, start: Path, out: Path, plan: ChainPlan) -> Path:
+    """Fine-tune ``start`` with the original run's recipe (short cosine schedule, overrides on top)."""
+    recipe = out / "finetune.yaml"
+    recipe.write_text(yaml.safe_dump(load_checkpoint(original)["train_config"], sort_keys=False))
+    teacher = [f"distill.teacher={original}"] if plan.distill else []
+    overrides = [*FINETUNE_DEFAULTS, f"epochs={plan.finetune_epochs}", "steps=0", *teacher, *plan.overrides,
+                 f"init_from={start}", f"out={out / 'finetune'}"]  # fmt: skip
+    fit(load_config(recipe, overrides))
+    final = out / "finetune" / LAST
+    if plan.sparsity:  # masks were kept while fine-tuning; fold them into plain weights now
+        state = load_checkpoint(final)
+        model = model_from_checkpoint(state)
+        make_permanent(model)
+        final = save_checkpoint(out / "finetuned-sparse.pt", checkpoint_from_model(model, state))
+    return final
+
+
+def _measure(name: str, path: Path, split: str, plan: ChainPlan, details: dict | None = None) -> Stage:
+    state = load_checkpoint(path)
+    model = model_from_checkpoint(state).eval()
+    size = state["normalize"]["input_size"]
+    top1 = evaluate_checkpoint(str(path), split=split).meter.top1
+    with tempfile.TemporaryDirectory(prefix="resnetkit-compress-") as tmp:
+        onnx = Path(tmp) / "fp32.onnx"
+        export_onnx(model, onnx, inputs=sample_images(4, size, model.config.in_chans))  # parity-checked
+        latency = onnx_latency_ms(onnx, size, model.config.in_chans, plan.latency_repeats)
+        file_bytes = onnx.stat().st_size
+    print(f"{name}: {split} top-1 {100 * top1:.2f}%, batch-1 latency {latency:.3f} ms (ONNX Runtime fp32)")
+    return Stage(name, str(path), top1, count_macs(model, size, model.config.in_chans), count_params(model), file_bytes, latency,
+                 details or {})
+
+
+def _int8_stage(checkpoint: Path, out: Path, split: str, plan: ChainPlan) -> Stage:
+    state = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(state).eval()
+    path = out / "model-int8.onnx"
+    calibration = calibration_images(state, plan.calibration_images)
+    report = export_int8(fuse_model(model), path, calibration, reference=model, method=plan.calibration)
+    print(report.line())
+    top1 = evaluate_checkpoint(str(checkpoint), split=split, runner=load_runner(Format.ONNX, path)).meter.top1
+    size = state["normalize"]["input_size"]
+    latency = onnx_latency_ms(path, size, model.config.in_chans, plan.latency_repeats)
+    print(f"int8: {split} top-1 {100 * top1:.2f}%, batch-1 latency {latency:.3f} ms (ONNX Runtime int8)")
+    return Stage("int8", str(path), top1, count_macs(model, size, model.config.in_chans), count_params(model), path.stat().st_size, latency,
+                 {"calibration": plan.calibration.value, "calibration_images": len(calibration)})  # fmt: skip
+
+
+def _plain(plan: ChainPlan) -> dict[str, Any]:
+    values = asdict(plan)
+    values["criterion"], values["calibration"] = plan.criterion.value, plan.calibration.value
+    return values
+
+
+def format_stages(stages: list[Stage]) -> str:
+    """The chain as a table: accuracy, change from the original, MACs, params, file size, latency, speed-up."""
+    first = stages[0]
+    header = ["stage", "val top-1", "change", "MACs", "params", "file", "batch-1 ms", "speed-up"]
+    rows = [[s.name, f"{100 * s.val_top1:.2f}%", f"{100 * (s.val_top1 - first.val_top1):+.2f} pt",
+             f"{s.macs / 1e6:.1f}M", f"{s.params / 1e6:.3f}M", f"{s.file_bytes / 1e6:.2f} MB", f"{s.latency_ms:.3f}",
+             f"{first.latency_ms / s.latency_ms:.2f}x"] for s in stages]  # fmt: skip
+    widths = [max(len(c) for c in column) for column in zip(header, *rows)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows])
+
