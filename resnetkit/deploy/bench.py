@@ -297,7 +297,7 @@ def format_results(results: Sequence[BenchResult], baseline: str = Route.ONNXRUN
 
 def machine_note(threads: int) -> str:
     """One line naming the CPU, the thread count and the runtimes' versions, printed under the table."""
-    return f"{hardware_name('cpu')}, {threads} threads; {runtime_versions()}"
+    return f"{hardware_name('cpu')}, {threads} thread{'s' * (threads != 1)}; {runtime_versions()}"
 
 
 def runtime_versions() -> str:
