@@ -258,3 +258,18 @@ def test_cli_int8_bad_input_is_a_one_line_error(tiny_checkpoint, tmp_path, capsy
     assert "nowhere" in err[3] and "add --int8" in err[4]
     with pytest.raises(SystemExit):
         main(["export", ckpt, "--int8", "--calibration", "median"])
+
+
+def test_qat_training_option_trains_a_normal_checkpoint(tiny_checkpoint, tmp_path):
+    from resnetkit.train import fit, load_config
+
+    out = tmp_path / "qat"
+    fit(load_config("digits", ["model.options={layers: [1, 1, 1]}", "data.input_size=16", "steps=3", "qat=true",
+                               f"init_from={tiny_checkpoint}", "progress=false", f"out={out}"]))  # fmt: skip
+    state = load_checkpoint(out / "last.pt")
+    assert state["train_config"]["qat"] is True
+    original = load_checkpoint(tiny_checkpoint)["model"]
+    assert state["model"].keys() == original.keys()  # no fake-quant state saved
+    assert any(not torch.equal(state["model"][k], original[k]) for k in original)  # it trained
+    model = model_from_checkpoint(state)  # an ordinary model again
+    assert not any(hasattr(m, "weight_fake_quant") for m in model.modules())
