@@ -9,14 +9,14 @@ network is written as a checkpoint in ``out`` (``compressed.pt``, ``finetune/las
 is an ordinary ``resnetkit train`` run: its recipe is written to ``out/finetune.yaml`` (the original run's config,
 ``init_from`` the compressed checkpoint, a short cosine schedule) and ``KEY=VALUE`` overrides apply on top.
 
-Latency is ONNX Runtime's at batch 1 (median of repeated calls, as ``resnetkit bench``), fp32 for the PyTorch
-stages and int8 for the last, so the speed-ups in the report compare like with like.
+Latency is ONNX Runtime's at batch 1, fp32 for the PyTorch stages (their exports are kept as ``out/<stage>.onnx``)
+and int8 for the last, timed side by side at the end: after warm-up the timed calls alternate between the files,
+so the speed-ups compare like with like on the same machine state (median of ``latency_repeats`` calls each).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from torch import nn
 
-from ..deploy.bench import onnx_latency_ms
+from ..deploy.bench import interleaved_onnx_latencies
 from ..deploy.export import Format, export_onnx, load_runner, sample_images
 from ..deploy.fuse import fuse_model
 from ..deploy.quantize import Calibration, calibration_images, export_int8
@@ -67,7 +67,8 @@ class Stage:
     macs: int
     params: int
     file_bytes: int
-    latency_ms: float
+    onnx: str  # the file whose latency is measured (fp32 ONNX, or the int8 one)
+    latency_ms: float = 0.0  # filled in by compress_checkpoint, all stages side by side
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,18 +83,23 @@ def compress_checkpoint(checkpoint: str | Path, out: str | Path, plan: ChainPlan
     checkpoint, out = Path(checkpoint), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(checkpoint)
-    stages = [_measure("original", checkpoint, split, plan)]
+    stages = [_measure("original", checkpoint, out, split)]
     model = model_from_checkpoint(state).eval()
     details = _edit(model, plan)
     current = checkpoint
     if details:
         current = save_checkpoint(out / "compressed.pt", checkpoint_from_model(model, state, compression=details))
-        stages.append(_measure("compressed", current, split, plan, details))
+        stages.append(_measure("compressed", current, out, split, details))
     if plan.finetune_epochs:
         current = _finetune(checkpoint, current, out, plan)
-        stages.append(_measure("fine-tuned", current, split, plan))
+        stages.append(_measure("fine-tuned", current, out, split))
     if plan.int8:
         stages.append(_int8_stage(current, out, split, plan))
+    size = state["normalize"]["input_size"]
+    latencies = interleaved_onnx_latencies([s.onnx for s in stages], size, len(state["normalize"]["mean"]),
+                                           plan.latency_repeats)  # fmt: skip
+    for stage, latency in zip(stages, latencies):
+        stage.latency_ms = latency
     document = {"checkpoint": str(checkpoint), "split": split, "plan": _plain(plan),
                 "stages": [s.to_dict() for s in stages]}  # fmt: skip
     (out / "compress.json").write_text(json.dumps(document, indent=2) + "\n")
@@ -135,22 +141,21 @@ def _finetune(original: Path, start: Path, out: Path, plan: ChainPlan) -> Path:
     return final
 
 
-def _measure(name: str, path: Path, split: str, plan: ChainPlan, details: dict | None = None) -> Stage:
+def _measure(name: str, path: Path, out: Path, split: str, details: dict | None = None) -> Stage:
+    """Accuracy and cost of a checkpoint, and its fp32 ONNX export (``out/<name>.onnx``) for the latency."""
     state = load_checkpoint(path)
     model = model_from_checkpoint(state).eval()
-    size = state["normalize"]["input_size"]
+    size, in_chans = state["normalize"]["input_size"], model.config.in_chans
     top1 = evaluate_checkpoint(str(path), split=split).meter.top1
-    with tempfile.TemporaryDirectory(prefix="resnetkit-compress-") as tmp:
-        onnx = Path(tmp) / "fp32.onnx"
-        export_onnx(model, onnx, inputs=sample_images(4, size, model.config.in_chans))  # parity-checked
-        latency = onnx_latency_ms(onnx, size, model.config.in_chans, plan.latency_repeats)
-        file_bytes = onnx.stat().st_size
-    print(f"{name}: {split} top-1 {100 * top1:.2f}%, batch-1 latency {latency:.3f} ms (ONNX Runtime fp32)")
-    return Stage(name, str(path), top1, count_macs(model, size, model.config.in_chans), count_params(model), file_bytes, latency,
-                 details or {})
+    onnx = out / f"{name}.onnx"
+    export_onnx(model, onnx, inputs=sample_images(4, size, in_chans))  # parity-checked against eager
+    print(f"{name}: {split} top-1 {100 * top1:.2f}%")
+    return Stage(name, str(path), top1, count_macs(model, size, in_chans), count_params(model), onnx.stat().st_size,
+                 str(onnx), details=details or {})  # fmt: skip
 
 
 def _int8_stage(checkpoint: Path, out: Path, split: str, plan: ChainPlan) -> Stage:
+    """Static int8 ONNX of the BatchNorm-fused checkpoint, calibrated on its training images, evaluated in ORT."""
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state).eval()
     path = out / "model-int8.onnx"
@@ -158,11 +163,10 @@ def _int8_stage(checkpoint: Path, out: Path, split: str, plan: ChainPlan) -> Sta
     report = export_int8(fuse_model(model), path, calibration, reference=model, method=plan.calibration)
     print(report.line())
     top1 = evaluate_checkpoint(str(checkpoint), split=split, runner=load_runner(Format.ONNX, path)).meter.top1
-    size = state["normalize"]["input_size"]
-    latency = onnx_latency_ms(path, size, model.config.in_chans, plan.latency_repeats)
-    print(f"int8: {split} top-1 {100 * top1:.2f}%, batch-1 latency {latency:.3f} ms (ONNX Runtime int8)")
-    return Stage("int8", str(path), top1, count_macs(model, size, model.config.in_chans), count_params(model), path.stat().st_size, latency,
-                 {"calibration": plan.calibration.value, "calibration_images": len(calibration)})  # fmt: skip
+    print(f"int8: {split} top-1 {100 * top1:.2f}%")
+    size, in_chans = state["normalize"]["input_size"], model.config.in_chans
+    return Stage("int8", str(path), top1, count_macs(model, size, in_chans), count_params(model), path.stat().st_size,
+                 str(path), details={"calibration": plan.calibration.value, "calibration_images": len(calibration)})  # fmt: skip
 
 
 def _plain(plan: ChainPlan) -> dict[str, Any]:

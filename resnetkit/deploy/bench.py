@@ -187,11 +187,21 @@ def time_calls(run: Runner, x: torch.Tensor, warmup: int, repeats: int) -> list[
     return times
 
 
-def onnx_latency_ms(path: str | Path, input_size: int, in_chans: int = 3, repeats: int = 50, warmup: int = 10,
-                    threads: int = 0) -> float:  # fmt: skip
-    """Median batch-1 latency (ms) of an ONNX file in ONNX Runtime, timed as every route is."""
-    run = _onnxruntime_runner(Path(path), threads or torch.get_num_threads())
-    return statistics.median(time_calls(run, sample_images(1, input_size, in_chans, seed=1), warmup, repeats)) * 1e3
+def interleaved_onnx_latencies(paths: Sequence[str | Path], input_size: int, in_chans: int = 3, repeats: int = 50,
+                               warmup: int = 10, rounds: int = 5, threads: int = 0) -> list[float]:  # fmt: skip
+    """Median batch-1 latency (ms) of each ONNX file in ONNX Runtime, measured side by side: every file is warmed
+    up, then the timed calls alternate between files in ``rounds`` rounds, so drift of the machine (other load,
+    clock changes) touches every file alike and the ratios between them hold."""
+    runs = [_onnxruntime_runner(Path(p), threads or torch.get_num_threads()) for p in paths]
+    x = sample_images(1, input_size, in_chans, seed=1)
+    times: list[list[float]] = [[] for _ in runs]
+    for run in runs:
+        time_calls(run, x, warmup, 0)
+    per_round = max(repeats // rounds, 1)
+    for _ in range(rounds):
+        for run, collected in zip(runs, times):
+            collected += time_calls(run, x, 0, per_round)
+    return [statistics.median(t) * 1e3 for t in times]
 
 
 # -- the runners ------------------------------------------------------------------------------------------------
