@@ -111,3 +111,17 @@ def test_cut_off_run_resumes(driver, tmp_path, monkeypatch, capsys):
     (record,) = json.loads((out / "table6.json").read_text())["records"]
     assert record["finished"] and record["epochs"] == 2 and record["steps"] == record["total_steps"]
     assert os.path.isfile(out / "table6.png")
+
+
+def test_resnet110_warms_up_and_no_other_run_does(driver, tmp_path):
+    args = driver.parse_args(["table6", "--out", str(tmp_path)])
+    by_model = {run.model: driver.run_overrides(run, 0, args) for run in driver.EXPERIMENTS["table6"].runs}
+    assert "optim.warmup_steps=400" in by_model["cifar_resnet110"]
+    assert not any("warmup" in item for name, items in by_model.items() if name != "cifar_resnet110" for item in items)
+    cfg = driver.load_config(args.recipe, by_model["cifar_resnet110"])
+    assert cfg.optim.warmup_steps == 400 and cfg.model.name == "cifar_resnet110"
+
+
+def test_publish_refuses_an_unfinished_run(driver, tmp_path):
+    with pytest.raises(SystemExit, match="has not finished"):
+        driver.main(["publish", str(tmp_path), "--tag", "x", "--command", "resnetkit train ..."])

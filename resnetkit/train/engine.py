@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 
 from .. import runtime
 from ..compress.surgery import surgery_of
+from ..deploy.qat import prepare_qat
 from ..models import ResNet, create_model
 from . import distributed as D
-from ..deploy.qat import prepare_qat
 from .checkpoint import (BEST, LAST, atomic_write, export_safetensors, load_checkpoint, model_from_checkpoint,
                          save_checkpoint)  # fmt: skip
 from .config import ModelSection, TrainConfig
