@@ -50,3 +50,16 @@ def test_cli_needs_a_step(tiny_checkpoint, tmp_path, capsys):
     assert "nothing to do" in capsys.readouterr().err
     assert main(["compress", str(tiny_checkpoint), "--out", str(tmp_path), "--distill", "--prune", "0.5"]) == 2
     assert "--finetune-epochs" in capsys.readouterr().err
+
+
+def test_rerun_reuses_the_fine_tuning_and_another_plan_is_refused(chain, tiny_checkpoint):
+    out, stages = chain
+    tuned = out / "finetune" / "last.pt"
+    before = tuned.stat().st_mtime_ns
+    plan = ChainPlan(prune=0.5, finetune_epochs=1, distill=True, int8=True, calibration_images=64, latency_repeats=2,
+                     overrides=("progress=false",))  # fmt: skip
+    again = compress_checkpoint(tiny_checkpoint, out, plan)
+    assert tuned.stat().st_mtime_ns == before  # finished: not trained again
+    assert [s.val_top1 for s in again] == [s.val_top1 for s in stages]
+    with pytest.raises(ValueError, match="another chain"):
+        compress_checkpoint(tiny_checkpoint, out, ChainPlan(prune=0.25, latency_repeats=2))

@@ -8,6 +8,8 @@ network is written as a checkpoint in ``out`` (``compressed.pt``, ``finetune/las
 ``model-int8.onnx``, so any stage can be evaluated, exported or fine-tuned again on its own. The fine-tuning run
 is an ordinary ``resnetkit train`` run: its recipe is written to ``out/finetune.yaml`` (the original run's config,
 ``init_from`` the compressed checkpoint, a short cosine schedule) and ``KEY=VALUE`` overrides apply on top.
+Running the same command again reuses a finished fine-tuning and resumes a cut-off one (``out/plan.json`` records
+the plan; an ``out`` holding another plan is refused).
 
 Latency is ONNX Runtime's at batch 1, fp32 for the PyTorch stages (their exports are kept as ``out/<stage>.onnx``)
 and int8 for the last, timed side by side at the end: after warm-up the timed calls alternate between the files,
@@ -81,8 +83,8 @@ def compress_checkpoint(checkpoint: str | Path, out: str | Path, plan: ChainPlan
     Also writes ``out/compress.json`` (the plan and the stages).
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(checkpoint)
+    _claim(out, checkpoint, plan)
     stages = [_measure("original", checkpoint, out, split)]
     model = model_from_checkpoint(state).eval()
     details = _edit(model, plan)
@@ -104,6 +106,16 @@ def compress_checkpoint(checkpoint: str | Path, out: str | Path, plan: ChainPlan
                 "stages": [s.to_dict() for s in stages]}  # fmt: skip
     (out / "compress.json").write_text(json.dumps(document, indent=2) + "\n")
     return stages
+
+
+def _claim(out: Path, checkpoint: Path, plan: ChainPlan) -> None:
+    """Write ``out/plan.json``; refuse an ``out`` that holds another chain (its fine-tuning would be resumed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = json.loads(json.dumps({"checkpoint": str(checkpoint), **_plain(plan)}))
+    path = out / "plan.json"
+    if path.is_file() and json.loads(path.read_text()) != record:
+        raise ValueError(f"{out} holds the stages of another chain (see its plan.json); choose another --out")
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _edit(model: nn.Module, plan: ChainPlan) -> dict[str, Any]:
@@ -131,8 +143,10 @@ def _finetune(original: Path, start: Path, out: Path, plan: ChainPlan) -> Path:
     teacher = [f"distill.teacher={original}"] if plan.distill else []
     overrides = [*FINETUNE_DEFAULTS, f"epochs={plan.finetune_epochs}", "steps=0", *teacher, *plan.overrides,
                  f"init_from={start}", f"out={out / 'finetune'}"]  # fmt: skip
-    fit(load_config(recipe, overrides))
-    final = out / "finetune" / LAST
+    run = out / "finetune"
+    if not (run / "summary.json").is_file():  # finished runs are kept; a cut-off one resumes from its last.pt
+        fit(load_config(recipe, overrides), resume=(run / LAST).is_file())
+    final = run / LAST
     if plan.sparsity:  # masks were kept while fine-tuning; fold them into plain weights now
         state = load_checkpoint(final)
         model = model_from_checkpoint(state)
