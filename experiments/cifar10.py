@@ -192,7 +192,8 @@ def run_record(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
                 "val_error_pct": _error(r.get("val_top1"))} for r in log]  # fmt: skip
     val_top1 = next((r["val_top1"] for r in log[::-1] if "val_top1" in r), None)
     val_top1 = summary["metrics"]["val"]["top1"] if summary else val_top1
-    hardware_used = meta.get("hardware") or [summary.get("device", "not recorded") if summary else "not recorded"]
+    recorded = summary.get("hardware", summary.get("device")) if summary else None  # older summaries: device only
+    hardware_used = meta.get("hardware") or [recorded or "not recorded"]
     return {
         "experiment": meta.get("experiment"), "run": meta.get("run", run_dir.name), "panel": meta.get("panel", ""),
         "model": cfg["model"]["name"], "options": cfg["model"]["options"], "seed": cfg["seed"],

@@ -68,6 +68,7 @@ def test_fit_writes_everything_and_learns(tmp_path):
     assert list((out / "tensorboard").iterdir())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["images_per_s"] > 0 and summary["wall_time_s"] > 0
+    assert "logical CPUs" in summary["hardware"] or torch.cuda.is_available()  # what the number was measured on
     assert set(summary["metrics"]) == {"val", "test"} and summary["metrics"]["test"]["top1"] > 0.5
     assert len(summary["metrics"]["test"]["per_class_top1"]) == 10
 

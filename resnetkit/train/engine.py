@@ -301,6 +301,7 @@ def _finish(t: Trainer, wall_time: float) -> dict[str, Any]:
         "wall_time_s": wall_time,
         "images_per_s": sum(train_images_per_s) / max(len(train_images_per_s), 1),
         "device": str(t.device),
+        "hardware": runtime.hardware_name(t.device),
         "world_size": t.world.size,
         "metrics": final,
         "best_val_top1": t.best_val,
