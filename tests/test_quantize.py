@@ -202,9 +202,10 @@ def test_qat_training_then_int8_export_agrees(tmp_path):
     images = lambda part: (F.interpolate(part.images.float() / 255, size=16, mode="bilinear") - 0.3) / 0.4  # noqa: E731
     x, y, x_val = images(train), train.labels, images(val)
     model = prepare_qat(create_model("cifar_resnet20", num_classes=10, in_chans=1, layers=(1, 1, 1)))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    # a well-trained model: one at 60% accuracy has near-tied logits that int8 rounding flips (CI saw 92% agreement)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     model.train()
-    for step in range(50):
+    for step in range(150):
         batch = torch.arange(step * 48, (step + 1) * 48) % len(x)
         loss = F.cross_entropy(model(x[batch]), y[batch])
         optimizer.zero_grad()
@@ -212,7 +213,7 @@ def test_qat_training_then_int8_export_agrees(tmp_path):
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        assert (model(x_val).argmax(1) == val.labels).float().mean() > 0.6  # it learned (chance: 10%)
+        assert (model(x_val).argmax(1) == val.labels).float().mean() > 0.85  # it learned (chance: 10%)
     report = export_int8(model, tmp_path / "qat-int8.onnx", x[:128], inputs=x_val[:64], opset=17)
     assert report.ok and report.top1_agreement >= 0.95 and is_qat(model)  # checked against the QAT model itself
 
