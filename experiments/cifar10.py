@@ -4,24 +4,27 @@ Run from the repository root. Each experiment is a table of runs (model + option
 ``resnetkit.train.fit`` into ``OUT/runs/EXPERIMENT/RUN-seedS/``. A run with ``summary.json`` is skipped, a run with
 only ``last.pt`` is resumed, so re-running the same command continues an interrupted experiment. Afterwards
 ``OUT/EXPERIMENT.json`` (one record per run) and ``OUT/EXPERIMENT.png`` are written. ``OUT`` defaults to
-``experiments/results/RECIPE``, so both recipes can sit side by side.
+``experiments/results/RECIPE``, so both recipes can sit side by side. A run that two experiments both need (the
+ResNets of Figure 6 and Table 6, option A of the shortcut study) is trained once and kept under ``table6``.
 
 The paper's recipe (64k iterations, batch 128, lr 0.1 /10 at 32k and 48k; a GPU job)::
 
     python experiments/cifar10.py degradation --recipe cifar10_paper
     python experiments/cifar10.py table6 --recipe cifar10_paper --seeds 0 1 2
     python experiments/cifar10.py shortcuts --recipe cifar10_paper
+    python experiments/cifar10.py distillation --recipe cifar10_paper   # ResNet-20 taught by Table 6's ResNet-56
 
 The 2-core-CPU recipe (one-cycle, 30 epochs)::
 
     python experiments/cifar10.py degradation --recipe cifar10_cpu
     python experiments/cifar10.py table6 --recipe cifar10_cpu
     python experiments/cifar10.py shortcuts --recipe cifar10_cpu
+    python experiments/cifar10.py distillation --recipe cifar10_cpu
 
-Then the Markdown report of everything under ``experiments/results`` (plus a run trained on its own)::
+Then the Markdown report of everything under ``experiments/results`` (``--extra-run DIR=COMMAND`` adds a run
+trained on its own with ``resnetkit train``)::
 
-    python experiments/cifar10.py report --extra-run "experiments/runs/cifar_resnet20_cpu=resnetkit train \
-cifar10_cpu data.dataset=../shared/data/cifar10-jpeg-train.zip --out experiments/runs/cifar_resnet20_cpu"
+    python experiments/cifar10.py report
 
 The split is fixed (``data.split_seed``); ``--seeds`` changes initialisation and data order. One departure from
 the paper: it warms ResNet-110 up at a constant lr 0.01 for about 400 iterations; here ResNet-110 warms up
@@ -47,7 +50,7 @@ import torch
 from resnetkit import runtime
 from resnetkit.cli import build_parser as resnetkit_parser
 from resnetkit.models import ResNet, ResNetConfig
-from resnetkit.train import fit, load_config
+from resnetkit.train import TrainConfig, fit, load_config
 from resnetkit.train.checkpoint import LAST, load_checkpoint
 from resnetkit.train.report import read_log
 from resnetkit.weights.publish import publish_run
@@ -69,11 +72,18 @@ class Run:
     options: dict[str, Any] = field(default_factory=dict)  # ResNetConfig overrides
     label: str = ""  # the run's name where the model name alone is ambiguous
     panel: str = ""  # figure panel
-    overrides: tuple[str, ...] = ()  # training options of this run alone (KEY=VALUE)
+    overrides: tuple[str, ...] = ()  # training options of this run alone (KEY=VALUE); {runs} and {seed} expand
+    shared_with: str = ""  # the same training as that experiment's run of this model: trained once, kept there
 
     @property
     def name(self) -> str:
         return self.label or self.model
+
+    def directory(self, out: Path, experiment: str, seed: int | str) -> Path:
+        """Where this run's checkpoints live: ``OUT/runs/EXPERIMENT/NAME-seedS``, or the shared run's folder."""
+        if self.shared_with:
+            return out / "runs" / self.shared_with / f"{self.model}-seed{seed}"
+        return out / "runs" / experiment / f"{self.name}-seed{seed}"
 
 
 @dataclass(frozen=True)
@@ -87,11 +97,14 @@ DEPTHS = (20, 32, 44, 56)
 # He et al. 2015, Sec. 4.2: ResNet-110 starts at lr 0.01 until training error is below 80% (about 400 iterations),
 # then goes back to 0.1. Our schedules have a linear warm-up instead: from 0 to the peak over 400 iterations.
 WARMUP_110 = ("optim.warmup_steps=400",)
+# Hinton et al. 2015, as in the deployment issue: ResNet-20 learns from the finished ResNet-56 of Table 6.
+DISTILL_FROM_56 = ("distill.teacher={runs}/table6/cifar_resnet56-seed{seed}/last.pt", "distill.temperature=4",
+                   "distill.alpha=0.9")  # fmt: skip
 EXPERIMENTS = {
     "degradation": Experiment(
         "Degradation: plain nets against ResNets (He et al. 2015, Figure 6)",
         (*(Run(f"cifar_plain{d}", panel="plain") for d in DEPTHS),
-         *(Run(f"cifar_resnet{d}", panel="ResNet") for d in DEPTHS)),
+         *(Run(f"cifar_resnet{d}", panel="ResNet", shared_with="table6") for d in DEPTHS)),
         plots.error_curves),
     "table6": Experiment(
         "ResNets on CIFAR-10 (He et al. 2015, Table 6)",
@@ -99,10 +112,16 @@ EXPERIMENTS = {
         plots.error_vs_depth),
     "shortcuts": Experiment(
         "Shortcut options A and B, and zero_init_last, on ResNet-32",
-        (Run("cifar_resnet32", label="option-A"),
+        (Run("cifar_resnet32", label="option-A", shared_with="table6"),
          Run("cifar_resnet32", {"shortcut": "B"}, label="option-B"),
          Run("cifar_resnet32", {"zero_init_last": True}, label="option-A-zero-init"),
          Run("cifar_resnet32", {"shortcut": "B", "zero_init_last": True}, label="option-B-zero-init")),
+        plots.error_curves),
+    "distillation": Experiment(
+        "Knowledge distillation: ResNet-20 alone and taught by ResNet-56",
+        (Run("cifar_resnet56", label="teacher-resnet56", shared_with="table6"),
+         Run("cifar_resnet20", label="resnet20-alone", shared_with="table6"),
+         Run("cifar_resnet20", label="resnet20-distilled", overrides=DISTILL_FROM_56)),
         plots.error_curves),
 }  # fmt: skip
 
@@ -116,7 +135,7 @@ def run_experiment(args: argparse.Namespace, command: str) -> list[dict]:
         raise SystemExit(f"cifar10.py: no run of {args.experiment} matches {args.only}")
     jobs = [(run, seed) for run in runs for seed in args.seeds]
     for i, (run, seed) in enumerate(jobs, 1):
-        run_dir = args.out / "runs" / args.experiment / f"{run.name}-seed{seed}"
+        run_dir = run.directory(args.out, args.experiment, seed)
         if train(run, seed, run_dir, args, command, f"[{i}/{len(jobs)}]") and i < len(jobs):
             write_results(args.experiment, args.out)  # so a session cut off later still leaves these results
     return write_results(args.experiment, args.out)
@@ -126,10 +145,11 @@ def collect(experiment: str, out: Path) -> list[dict]:
     """Records of every run of ``experiment`` under ``out`` (any seed, finished or not), in table order."""
     records = []
     for run in EXPERIMENTS[experiment].runs:
-        run_dirs = (out / "runs" / experiment).glob(f"{run.name}-seed*")
+        pattern = run.directory(out, experiment, seed="*")
+        run_dirs = pattern.parent.glob(pattern.name)
         for run_dir in sorted(run_dirs, key=lambda d: int(d.name.rsplit("-seed", 1)[1])):
-            if (run_dir / LAST).is_file():
-                meta = {"experiment": experiment, "run": run.name, **_read_json(run_dir / "driver.json")}
+            if (run_dir / LAST).is_file():  # the run's own names; the rest (command, hardware) from who trained it
+                meta = _read_json(run_dir / "driver.json") | {"experiment": experiment, "run": run.name}
                 records.append(run_record(run_dir, meta | {"panel": run.panel}))
     return records
 
@@ -137,7 +157,8 @@ def collect(experiment: str, out: Path) -> list[dict]:
 def run_overrides(run: Run, seed: int, args: argparse.Namespace) -> list[str]:
     """Data first, then the user's overrides, then what identifies the run (dotted options compose)."""
     options = [f"model.options.{key}={json.dumps(value)}" for key, value in run.options.items()]
-    return [f"data.dataset={args.data}", "progress=false", *args.overrides, *run.overrides, f"model.name={run.model}",
+    own = [item.format(runs=args.out / "runs", seed=seed) for item in run.overrides]
+    return [f"data.dataset={args.data}", "progress=false", *args.overrides, *own, f"model.name={run.model}",
             *options, f"seed={seed}"]  # fmt: skip
 
 
@@ -151,6 +172,9 @@ def train(run: Run, seed: int, run_dir: Path, args: argparse.Namespace, command:
     if finished:
         print(f"{tag} skipped  {run_dir} (finished)", flush=True)
         return False
+    teacher = Path(cfg.distill.teacher) if cfg.distill.teacher else None
+    if teacher and not (teacher.parent / "summary.json").is_file():
+        raise SystemExit(f"cifar10.py: the teacher {teacher} has not finished training; run it first")
     meta = _read_json(run_dir / "driver.json") if resume else {}
     here = hardware(cfg.device)
     meta = {"experiment": args.experiment, "run": run.name, "recipe": args.recipe,
@@ -168,7 +192,9 @@ def train(run: Run, seed: int, run_dir: Path, args: argparse.Namespace, command:
 
 def check_unchanged(cfg, run_dir: Path) -> None:
     """Refuse to skip or resume a run that was trained with other settings."""
-    old, new = _flatten(load_checkpoint(run_dir / LAST)["train_config"]), _flatten(cfg.to_dict())
+    new = _flatten(cfg.to_dict())
+    # a setting added to resnetkit after the run started was trained at its default
+    old = _flatten(TrainConfig().to_dict()) | _flatten(load_checkpoint(run_dir / LAST)["train_config"])
     changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
                if k not in IGNORED_CHANGES and old.get(k) != new.get(k)]  # fmt: skip
     if changed:

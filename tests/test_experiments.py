@@ -67,7 +67,7 @@ def test_degradation_runs_skips_and_reports(driver, tmp_path, capsys):
         driver.main([*argv, "epochs=2"])
 
     alone = tmp_path / "alone"  # a run trained with `resnetkit train`, without the driver's driver.json
-    shutil.copytree(out / "runs" / "degradation" / "cifar_resnet20-seed0", alone)
+    shutil.copytree(out / "runs" / "table6" / "cifar_resnet20-seed0", alone)  # shared with Table 6
     (alone / "driver.json").unlink()
     markdown = tmp_path / "docs" / "RESULTS.md"
     report = ["report", "--out", str(out), "--markdown", str(markdown)]
@@ -125,3 +125,32 @@ def test_resnet110_warms_up_and_no_other_run_does(driver, tmp_path):
 def test_publish_refuses_an_unfinished_run(driver, tmp_path):
     with pytest.raises(SystemExit, match="has not finished"):
         driver.main(["publish", str(tmp_path), "--tag", "x", "--command", "resnetkit train ..."])
+
+
+def test_a_run_two_experiments_share_is_trained_once(driver, tmp_path, capsys):
+    out = tmp_path / "results"
+    common = ["--out", str(out), *TINY]
+    driver.main(["table6", "--only", "cifar_resnet20", *common])
+    trained = mtimes(out)
+    assert [p.parent.name for p in trained] == ["cifar_resnet20-seed0"] * 2
+    capsys.readouterr()
+    driver.main(["degradation", "--only", "cifar_resnet20", *common])
+    assert " skipped " in capsys.readouterr().out and mtimes(out) == trained
+    (record,) = json.loads((out / "degradation.json").read_text())["records"]
+    assert (record["experiment"], record["run"], record["panel"]) == ("degradation", "cifar_resnet20", "ResNet")
+    assert record["command"].startswith("python experiments/cifar10.py table6")  # the command that trained it
+
+
+def test_distillation_needs_a_finished_teacher_then_teaches_resnet20(driver, tmp_path, capsys):
+    out = tmp_path / "results"
+    common = ["--out", str(out), *TINY]
+    with pytest.raises(SystemExit, match=r"teacher .*cifar_resnet56-seed0/last.pt has not finished training"):
+        driver.main(["distillation", "--only", "resnet20-distilled", *common])
+    driver.main(["distillation", *common])  # the teacher and the student alone are Table 6's runs
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["distillation", "table6"]
+    records = json.loads((out / "distillation.json").read_text())["records"]
+    assert [r["run"] for r in records] == ["teacher-resnet56", "resnet20-alone", "resnet20-distilled"]
+    assert [r["model"] for r in records] == ["cifar_resnet56", "cifar_resnet20", "cifar_resnet20"]
+    distilled = driver.load_checkpoint(Path(records[2]["run_dir"]) / "last.pt")["train_config"]["distill"]
+    assert distilled == {"teacher": f"{out}/runs/table6/cifar_resnet56-seed0/last.pt", "temperature": 4.0,
+                         "alpha": 0.9}  # fmt: skip
