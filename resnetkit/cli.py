@@ -250,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--calibration", choices=[c.value for c in Calibration], default=Calibration.PERCENTILE.value)
     compress.add_argument("--split", choices=["val", "test"], default="val", help="split the accuracy is measured on")
     compress.add_argument("--repeats", type=int, default=50, help="timed calls per latency (median reported)")
+    compress.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for the latencies "
+                          "(default: all cores)")  # fmt: skip
     compress.set_defaults(func=cmd_compress)
     models = commands.add_parser("models", help="list the model zoo with parameter and MAC counts")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'cifar_*' (default: all)")

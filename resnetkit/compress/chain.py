@@ -56,7 +56,8 @@ class ChainPlan:
     calibration_images: int = 512
     calibration: Calibration = Calibration.PERCENTILE
     overrides: tuple[str, ...] = ()  # KEY=VALUE for the fine-tuning run
-    latency_repeats: int = 50
+    latency_repeats: int = 50  # timing only: neither this nor latency_threads changes a stage
+    latency_threads: int = 0  # ONNX Runtime intra-op threads (0: as many as torch uses)
 
 
 @dataclass
@@ -99,7 +100,7 @@ def compress_checkpoint(checkpoint: str | Path, out: str | Path, plan: ChainPlan
         stages.append(_int8_stage(current, out, split, plan))
     size = state["normalize"]["input_size"]
     latencies = interleaved_onnx_latencies([s.onnx for s in stages], size, len(state["normalize"]["mean"]),
-                                           plan.latency_repeats)  # fmt: skip
+                                           plan.latency_repeats, threads=plan.latency_threads)  # fmt: skip
     for stage, latency in zip(stages, latencies):
         stage.latency_ms = latency
     document = {"checkpoint": str(checkpoint), "split": split, "plan": _plain(plan),
@@ -111,7 +112,9 @@ def compress_checkpoint(checkpoint: str | Path, out: str | Path, plan: ChainPlan
 def _claim(out: Path, checkpoint: Path, plan: ChainPlan) -> None:
     """Write ``out/plan.json``; refuse an ``out`` that holds another chain (its fine-tuning would be resumed)."""
     out.mkdir(parents=True, exist_ok=True)
-    record = json.loads(json.dumps({"checkpoint": str(checkpoint), **_plain(plan)}))
+    timing = ("latency_repeats", "latency_threads")
+    steps = {key: value for key, value in _plain(plan).items() if key not in timing}
+    record = json.loads(json.dumps({"checkpoint": str(checkpoint), **steps}))
     path = out / "plan.json"
     if path.is_file() and json.loads(path.read_text()) != record:
         raise ValueError(f"{out} holds the stages of another chain (see its plan.json); choose another --out")

@@ -16,7 +16,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                      factorize=args.factorize, sparsity=args.sparsity, finetune_epochs=args.finetune_epochs,
                      distill=args.distill, int8=args.int8, calibration_images=args.calibration_images,
                      calibration=Calibration(args.calibration), overrides=tuple(args.overrides),
-                     latency_repeats=args.repeats)  # fmt: skip
+                     latency_repeats=args.repeats, latency_threads=args.threads)  # fmt: skip
     if not (plan.prune or plan.factorize or plan.sparsity or plan.finetune_epochs or plan.int8):
         raise ValueError("nothing to do: give at least one of --prune, --factorize, --sparsity, --finetune-epochs, --int8")
     if plan.distill and not plan.finetune_epochs:
