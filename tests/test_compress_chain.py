@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from resnetkit.cli import main
+from resnetkit.cli import main, parse_args
 from resnetkit.compress.chain import ChainPlan, compress_checkpoint, format_stages
 from resnetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -64,3 +64,14 @@ def test_rerun_reuses_the_fine_tuning_and_another_plan_is_refused(chain, tiny_ch
     assert [s.val_top1 for s in again] == [s.val_top1 for s in stages]
     with pytest.raises(ValueError, match="another chain"):
         compress_checkpoint(tiny_checkpoint, out, ChainPlan(prune=0.25, latency_repeats=2))
+
+
+def test_overrides_may_follow_the_flags(capsys):
+    _, args = parse_args(["compress", "run/last.pt", "optim.lr=0.05", "--int8", "progress=false", "--out", "o"])
+    assert args.overrides == ["optim.lr=0.05", "progress=false"] and args.int8 and args.out == "o"
+    _, args = parse_args(["train", "cifar10_cpu", "--out", "o", "epochs=3"])
+    assert (args.recipe, args.overrides, args.out) == ("cifar10_cpu", ["epochs=3"], "o")
+    for argv in (["compress", "c.pt", "--out", "o", "stray"], ["export", "c.pt", "epochs=3"]):  # no KEY=VALUE / no overrides
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert "unrecognized arguments" in capsys.readouterr().err
