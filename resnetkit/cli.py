@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("checkpoint", help="training checkpoint (its dataset gives the validation split)")
     compress.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="for the fine-tuning run, e.g. optim.lr=0.05")
     compress.add_argument("--out", required=True, help="folder for every stage's checkpoint, the int8 ONNX and compress.json")
+    compress.add_argument("--prune-depth", type=float, default=0.0, metavar="FRACTION",
+                   help="drop whole residual units (least harmful first, by a lesion study) to this fraction of the MACs")
+    compress.add_argument("--lesion-images", type=int, default=256, help="training images the lesions are scored on")
     compress.add_argument("--prune", type=float, default=0.0, metavar="FRACTION",
                    help="structured pruning of branch channels to this fraction of the MACs (e.g. 0.5)")
     compress.add_argument("--criterion", choices=[c.value for c in Criterion], default="l1",

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
 
 from resnetkit.cli import main, parse_args
 from resnetkit.compress.chain import ChainPlan, compress_checkpoint, format_stages
@@ -64,6 +65,20 @@ def test_rerun_reuses_the_fine_tuning_and_another_plan_is_refused(chain, tiny_ch
     assert [s.val_top1 for s in again] == [s.val_top1 for s in stages]
     with pytest.raises(ValueError, match="another chain"):
         compress_checkpoint(tiny_checkpoint, out, ChainPlan(prune=0.25, latency_repeats=2))
+
+
+def test_depth_pruning_stage_from_the_cli(tiny_checkpoint, tmp_path, capsys):
+    # one unit per stage: only layer1's has an identity shortcut, and dropping it leaves about 4/5 of the MACs
+    argv = ["compress", str(tiny_checkpoint), "--out", str(tmp_path), "--prune-depth", "0.9", "--lesion-images", "32",
+            "--repeats", "2"]  # fmt: skip
+    assert main(argv) == 0
+    document = json.loads((tmp_path / "compress.json").read_text())
+    original, compressed = document["stages"]
+    assert list(compressed["details"]["prune_depth"]["dropped"]) == ["layer1.0"]
+    assert compressed["macs"] / original["macs"] <= 0.9 and compressed["params"] < original["params"]
+    model = model_from_checkpoint(load_checkpoint(tmp_path / "compressed.pt"))
+    assert isinstance(model.layer1[0], torch.nn.Identity)
+    assert "layer1.0" in capsys.readouterr().out
 
 
 def test_overrides_may_follow_the_flags(capsys):

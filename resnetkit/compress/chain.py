@@ -1,7 +1,8 @@
 """``resnetkit compress``: a chain of compression steps applied to a training checkpoint, with the validation
 accuracy, cost and batch-1 latency of every stage measured the same way.
 
-The chain runs in a fixed order, each step optional: structured channel pruning to a MAC fraction, low-rank
+The chain runs in a fixed order, each step optional: depth pruning (whole residual units, chosen by a lesion study on
+training images) to a MAC fraction, structured channel pruning to a MAC fraction, low-rank
 factorisation to a MAC fraction, unstructured magnitude pruning to a sparsity, fine-tuning (optionally distilled
 from the original checkpoint), then static int8 quantization of the BatchNorm-fused result. Every intermediate
 network is written as a checkpoint in ``out`` (``compressed.pt``, ``finetune/last.pt``) and the int8 model as
@@ -35,6 +36,7 @@ from ..train.checkpoint import LAST, checkpoint_from_model, load_checkpoint, mod
 from ..train.config import load_config
 from ..train.engine import fit
 from ..train.evaluation import evaluate_checkpoint
+from .depth import drop_units
 from .lowrank import factorize
 from .prune import Criterion, magnitude_prune, make_permanent, prune_channels
 
@@ -45,7 +47,9 @@ FINETUNE_DEFAULTS = ("optim.schedule=cosine", "optim.lr=0.02", "optim.warmup_ste
 class ChainPlan:
     """Which steps to run; a fraction of 0 (or ``finetune_epochs`` 0, ``int8`` False) skips that step."""
 
-    prune: float = 0.0  # keep this fraction of the MACs by pruning branch channels
+    prune_depth: float = 0.0  # keep this fraction of the MACs by dropping whole residual units
+    lesion_images: int = 256  # training images the units' lesions are scored on
+    prune: float = 0.0  # then keep this fraction of the MACs by pruning branch channels
     criterion: Criterion = Criterion.L1
     channel_multiple: int = 1
     factorize: float = 0.0  # then keep this fraction of the MACs by low-rank factorisation
@@ -88,7 +92,7 @@ def compress_checkpoint(checkpoint: str | Path, out: str | Path, plan: ChainPlan
     _claim(out, checkpoint, plan)
     stages = [_measure("original", checkpoint, out, split)]
     model = model_from_checkpoint(state).eval()
-    details = _edit(model, plan)
+    details = _edit(model, plan, state)
     current = checkpoint
     if details:
         current = save_checkpoint(out / "compressed.pt", checkpoint_from_model(model, state, compression=details))
@@ -121,9 +125,13 @@ def _claim(out: Path, checkpoint: Path, plan: ChainPlan) -> None:
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _edit(model: nn.Module, plan: ChainPlan) -> dict[str, Any]:
+def _edit(model: nn.Module, plan: ChainPlan, state: dict[str, Any]) -> dict[str, Any]:
     """The architecture and weight edits of ``plan``, in place; their reports as JSON-ready dicts."""
     details = {}
+    if plan.prune_depth:
+        report = drop_units(model, plan.prune_depth, calibration_images(state, plan.lesion_images))
+        print(report)
+        details["prune_depth"] = report.as_dict()
     if plan.prune:
         report = prune_channels(model, plan.prune, plan.criterion, channel_multiple=plan.channel_multiple)
         print(report)

@@ -20,7 +20,7 @@ from torch import nn
 
 SurgeryOp = Callable[[nn.Module, dict[str, Any]], None]
 _OPS: dict[str, SurgeryOp] = {}
-_OP_MODULES = ("prune", "lowrank")  # resnetkit's own op modules, imported when an op is not yet registered
+_OP_MODULES = ("prune", "depth", "lowrank")  # resnetkit's own op modules, imported when an op is not yet registered
 
 
 def register_op(name: str) -> Callable[[SurgeryOp], SurgeryOp]:
