@@ -1,10 +1,10 @@
 """``resnetkit compress``: a chain of compression steps applied to a training checkpoint, with the validation
 accuracy, cost and batch-1 latency of every stage measured the same way.
 
-The chain runs in a fixed order, each step optional: depth pruning (whole residual units, chosen by a lesion study on
-training images) to a MAC fraction, structured channel pruning to a MAC fraction, low-rank
-factorisation to a MAC fraction, unstructured magnitude pruning to a sparsity, fine-tuning (optionally distilled
-from the original checkpoint), then static int8 quantization of the BatchNorm-fused result. Every intermediate
+The chain runs in a fixed order, each step optional: depth pruning (whole residual units, chosen by a lesion study
+on training images) to a MAC fraction, structured channel pruning to a MAC fraction, low-rank factorisation to a
+MAC fraction, unstructured magnitude pruning to a sparsity, fine-tuning (optionally distilled from the original
+checkpoint), then static int8 quantization of the BatchNorm-fused result. Every intermediate
 network is written as a checkpoint in ``out`` (``compressed.pt``, ``finetune/last.pt``) and the int8 model as
 ``model-int8.onnx``, so any stage can be evaluated, exported or fine-tuned again on its own. The fine-tuning run
 is an ordinary ``resnetkit train`` run: its recipe is written to ``out/finetune.yaml`` (the original run's config,
