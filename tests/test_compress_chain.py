@@ -17,7 +17,7 @@ from resnetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 @pytest.fixture(scope="module")
 def chain(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("compress")
-    plan = ChainPlan(prune=0.5, finetune_epochs=1, distill=True, int8=True, calibration_images=64, latency_repeats=2,
+    plan = ChainPlan(prune=0.5, finetune_epochs=3, distill=True, int8=True, calibration_images=64, latency_repeats=2,
                      overrides=("progress=false",))  # fmt: skip
     return out, compress_checkpoint(tiny_checkpoint, out, plan)
 
@@ -58,7 +58,7 @@ def test_rerun_reuses_the_fine_tuning_and_another_plan_is_refused(chain, tiny_ch
     out, stages = chain
     tuned = out / "finetune" / "last.pt"
     before = tuned.stat().st_mtime_ns
-    plan = ChainPlan(prune=0.5, finetune_epochs=1, distill=True, int8=True, calibration_images=64, latency_repeats=2,
+    plan = ChainPlan(prune=0.5, finetune_epochs=3, distill=True, int8=True, calibration_images=64, latency_repeats=2,
                      overrides=("progress=false",))  # fmt: skip
     again = compress_checkpoint(tiny_checkpoint, out, replace(plan, latency_repeats=3, latency_threads=1))
     assert tuned.stat().st_mtime_ns == before  # finished: not trained again (timing settings are not the plan)

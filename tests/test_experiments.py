@@ -149,8 +149,10 @@ def test_distillation_needs_a_finished_teacher_then_teaches_resnet20(driver, tmp
     driver.main(["distillation", *common])  # the teacher and the student alone are Table 6's runs
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["distillation", "table6"]
     records = json.loads((out / "distillation.json").read_text())["records"]
-    assert [r["run"] for r in records] == ["teacher-resnet56", "resnet20-alone", "resnet20-distilled"]
-    assert [r["model"] for r in records] == ["cifar_resnet56", "cifar_resnet20", "cifar_resnet20"]
-    distilled = driver.load_checkpoint(Path(records[2]["run_dir"]) / "last.pt")["train_config"]["distill"]
-    assert distilled == {"teacher": f"{out}/runs/table6/cifar_resnet56-seed0/last.pt", "temperature": 4.0,
-                         "alpha": 0.9}  # fmt: skip
+    assert [r["run"] for r in records] == ["teacher-resnet56", "resnet20-alone", "resnet20-distilled",
+                                           "resnet20-distilled-alpha0.5"]  # fmt: skip
+    assert [r["model"] for r in records] == ["cifar_resnet56"] + ["cifar_resnet20"] * 3
+    for record, alpha in zip(records[2:], (0.9, 0.5)):
+        distilled = driver.load_checkpoint(Path(record["run_dir"]) / "last.pt")["train_config"]["distill"]
+        assert distilled == {"teacher": f"{out}/runs/table6/cifar_resnet56-seed0/last.pt", "temperature": 4.0,
+                             "alpha": alpha}  # fmt: skip

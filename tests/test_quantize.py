@@ -7,6 +7,8 @@ these tiny models); the CLI tests go through the default opset 18.
 from __future__ import annotations
 
 import copy
+import platform
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -274,3 +276,15 @@ def test_qat_training_option_trains_a_normal_checkpoint(tiny_checkpoint, tmp_pat
     assert any(not torch.equal(state["model"][k], original[k]) for k in original)  # it trained
     model = model_from_checkpoint(state)  # an ordinary model again
     assert not any(hasattr(m, "weight_fake_quant") for m in model.modules())
+
+
+def test_reduce_range_follows_the_cpu(monkeypatch):
+    """7-bit weights exactly where ONNX Runtime's u8s8 kernels can saturate: x86 without VNNI."""
+    from resnetkit.deploy import quantize
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine().lower() in ("x86_64", "amd64") and cpuinfo.is_file():
+        flags = set(cpuinfo.read_text().split())
+        assert quantize.needs_reduce_range() == (not flags & {"avx512_vnni", "avx_vnni"})
+    monkeypatch.setattr(quantize.platform, "machine", lambda: "aarch64")
+    assert quantize.needs_reduce_range() is False

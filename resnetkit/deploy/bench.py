@@ -188,10 +188,11 @@ def time_calls(run: Runner, x: torch.Tensor, warmup: int, repeats: int) -> list[
 
 
 def interleaved_onnx_latencies(paths: Sequence[str | Path], input_size: int, in_chans: int = 3, repeats: int = 50,
-                               warmup: int = 10, rounds: int = 5, threads: int = 0) -> list[float]:  # fmt: skip
+                               warmup: int = 10, rounds: int = 0, threads: int = 0) -> list[float]:  # fmt: skip
     """Median batch-1 latency (ms) of each ONNX file in ONNX Runtime, measured side by side: every file is warmed
-    up, then the timed calls alternate between files in ``rounds`` rounds, so drift of the machine (other load,
-    clock changes) touches every file alike and the ratios between them hold."""
+    up, then the timed calls alternate between files in ``rounds`` rounds (default: one per 10 calls, at least 5),
+    so drift of the machine (other load, clock changes) touches every file alike and the ratios between them hold."""
+    rounds = rounds or max(5, repeats // 10)
     runs = [_onnxruntime_runner(Path(p), threads or torch.get_num_threads()) for p in paths]
     x = sample_images(1, input_size, in_chans, seed=1)
     times: list[list[float]] = [[] for _ in runs]

@@ -8,8 +8,11 @@ convolutions whether or not ``--fuse`` did it already), then ``onnxruntime.quant
   the CPU execution provider fuses ``DQ -> Conv -> Q`` into QLinearConv (and Add, pooling, Gemm likewise) when
   the session loads, and drops ReLUs into the uint8 output range.
 * uint8 activations, int8 weights (U8S8): the pairing ORT's x86 kernels are built for (``vpdpbusd`` on VNNI
-  CPUs multiplies unsigned by signed bytes). ``reduce_range`` (7-bit weights) is off: ORT advises it only for
-  x86 CPUs without VNNI (pre-Cascade Lake Xeons, pre-Zen 4), whose AVX2 path can saturate int16 sums.
+  CPUs multiplies unsigned by signed bytes). On x86 CPUs without VNNI (pre-Cascade Lake Xeons, pre-Zen 4) the
+  AVX2 path adds pairs of byte products in int16 and can saturate; there ORT advises ``reduce_range`` (7-bit
+  weights), and it is what the default (``reduce_range=None``) picks by reading the CPU flags of the machine
+  that quantizes (:func:`needs_reduce_range`). Measured on such a CPU: a small digits ResNet fell to 45% top-1
+  agreement with eager at 8-bit weights and kept 97% at 7-bit.
 * per-channel symmetric weight scales: one scale per output channel. Per-tensor scales are ruined by the few
   channels with large weights that BatchNorm folding produces.
 * static activation ranges from calibration on real images of the training distribution, a few hundred of
@@ -36,6 +39,7 @@ import copy
 import enum
 import io
 import math
+import platform
 import tempfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -68,6 +72,18 @@ class Calibration(enum.Enum):
 DEFAULT_CALIBRATION = Calibration.PERCENTILE
 
 
+def needs_reduce_range() -> bool:
+    """True on an x86 CPU without VNNI (``avx512_vnni`` / ``avx_vnni`` flags), whose ONNX Runtime u8s8 kernels can
+    saturate int16 sums; False elsewhere, and where the flags cannot be read (``/proc/cpuinfo`` is Linux's)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
+        return False
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return not flags & {"avx512_vnni", "avx_vnni"}
+
+
 def quantize_onnx(
     fp32_path: str | Path,
     int8_path: str | Path,
@@ -75,7 +91,7 @@ def quantize_onnx(
     *,
     method: Calibration = DEFAULT_CALIBRATION,
     per_channel: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool | None = None,
     percentile: float = DEFAULT_PERCENTILE,
     batch_size: int = CALIBRATION_BATCH,
 ) -> Path:
@@ -87,7 +103,7 @@ def quantize_onnx(
         calibration: normalised images ``(N, C, H, W)`` from the training distribution; a few hundred in real use.
         method: how activation ranges are chosen from what calibration observes (see :class:`Calibration`).
         per_channel: one weight scale per output channel (per-tensor scales lose accuracy on folded BatchNorm).
-        reduce_range: 7-bit weights, for x86 CPUs without VNNI (see the module docstring).
+        reduce_range: 7-bit weights, for x86 CPUs without VNNI; ``None`` decides by :func:`needs_reduce_range`.
         percentile: the percentile of absolute values kept, for ``Calibration.PERCENTILE``.
         batch_size: images per calibration run.
 
@@ -107,7 +123,8 @@ def quantize_onnx(
         options = {"CalibStridedMinMax": 1, "CalibPercentile": percentile}  # one batch per pass, for any method
         with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram calibrators print their settings
             quantize_static(str(prepared), str(int8_path), reader, quant_format=QuantFormat.QDQ,
-                            per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                            per_channel=per_channel, activation_type=QuantType.QUInt8,
+                            reduce_range=needs_reduce_range() if reduce_range is None else reduce_range,
                             weight_type=QuantType.QInt8, calibrate_method=method.ort_method(),
                             extra_options=options)  # fmt: skip
     return Path(int8_path)
@@ -160,7 +177,7 @@ def export_int8(
     method: Calibration = DEFAULT_CALIBRATION,
     min_top1_agreement: float = DEFAULT_MIN_AGREEMENT,
     per_channel: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool | None = None,
     opset: int = DEFAULT_OPSET,
     atol: float = DEFAULT_ATOL,
 ) -> Int8ParityReport:
