@@ -110,19 +110,21 @@ def drop_units(
     _check_reachable(model, candidates, target * macs, size)
     training = model.training
     model.eval()
-    reference = _log_probs(model, images, batch_size)
-    dropped, macs_after = [], macs
-    with tqdm(desc="dropping units", unit="unit", disable=not progress) as bar:
-        while macs_after > target * macs:
-            scores = _lesion_scores(model, candidates, images, reference, batch_size)
-            name = min(scores, key=scores.get)
-            set_submodule(model, name, nn.Identity())
-            candidates.remove(name)
-            dropped.append(DroppedUnit(name, scores[name]))
-            macs_after = measure(model, size)[0]
-            bar.update()
-            bar.set_postfix(unit=name, macs=f"{macs_after / macs:.1%}")
-    model.train(training)
+    try:
+        reference = _log_probs(model, images, batch_size)
+        dropped, macs_after = [], macs
+        with tqdm(desc="dropping units", unit="unit", disable=not progress) as bar:
+            while macs_after > target * macs:
+                scores = _lesion_scores(model, candidates, images, reference, batch_size)
+                name = min(scores, key=scores.get)
+                set_submodule(model, name, nn.Identity())
+                candidates.remove(name)
+                dropped.append(DroppedUnit(name, scores[name]))
+                macs_after = measure(model, size)[0]
+                bar.update()
+                bar.set_postfix(unit=name, macs=f"{macs_after / macs:.1%}")
+    finally:
+        model.train(training)
     if dropped:
         record_surgery(model, {"op": "drop_units", "units": [d.name for d in dropped]})
     return DepthReport(macs, macs_after, params, measure(model, size)[1], units_before, tuple(dropped))
