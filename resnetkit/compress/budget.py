@@ -10,7 +10,7 @@ same count ``FlopCounterMode`` (:func:`resnetkit.models.count_macs`) makes. Ever
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -28,6 +28,28 @@ class ConvSite:
     name: str
     in_pixels: int
     out_pixels: int
+
+
+@dataclass(frozen=True)
+class CostChange:
+    """Costs of one image before and after an edit; the base of the pruning and factorisation reports."""
+
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+
+    @property
+    def macs_fraction(self) -> float:
+        return self.macs_after / self.macs_before
+
+    def cost_dict(self) -> dict[str, Any]:
+        return {"macs_before": self.macs_before, "macs_after": self.macs_after, "macs_fraction": self.macs_fraction,
+                "params_before": self.params_before, "params_after": self.params_after}  # fmt: skip
+
+    def cost_line(self) -> str:
+        return (f"MACs {self.macs_before:,} -> {self.macs_after:,} ({self.macs_fraction:.1%}), "
+                f"params {self.params_before:,} -> {self.params_after:,}")
 
 
 def check_fraction(value: float, name: str = "macs_fraction") -> float:

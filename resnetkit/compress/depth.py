@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models.blocks import ResidualUnit
-from .budget import check_fraction, default_input_size, measure, set_submodule
+from .budget import CostChange, check_fraction, default_input_size, measure, set_submodule
 from .surgery import record_surgery, register_op
 
 
@@ -39,32 +39,24 @@ class DroppedUnit:
 
 
 @dataclass(frozen=True)
-class DepthReport:
+class DepthReport(CostChange):
     """What :func:`drop_units` did: costs before and after (one image), the units removed in order."""
 
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
     units_before: int
     dropped: tuple[DroppedUnit, ...]
 
-    @property
-    def macs_fraction(self) -> float:
-        return self.macs_after / self.macs_before
-
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary with the removed units and their lesion scores."""
-        return {"macs_before": self.macs_before, "macs_after": self.macs_after, "macs_fraction": self.macs_fraction,
-                "params_before": self.params_before, "params_after": self.params_after,
-                "units_before": self.units_before, "units_after": self.units_before - len(self.dropped),
-                "dropped": {d.name: d.kl for d in self.dropped}}  # fmt: skip
+        return {**self.cost_dict(), "units_before": self.units_before, "units_after": self.units_after,
+                "dropped": {d.name: d.kl for d in self.dropped}}
+
+    @property
+    def units_after(self) -> int:
+        return self.units_before - len(self.dropped)
 
     def __str__(self) -> str:
         rows = [f"{'dropped unit':<16}{'KL from unpruned':>18}"] + [f"{d.name:<16}{d.kl:>18.4f}" for d in self.dropped]
-        rows.append(f"units {self.units_before} -> {self.units_before - len(self.dropped)}, "
-                    f"MACs {self.macs_before:,} -> {self.macs_after:,} ({self.macs_fraction:.1%}), "
-                    f"params {self.params_before:,} -> {self.params_after:,}")  # fmt: skip
+        rows.append(f"units {self.units_before} -> {self.units_after}, {self.cost_line()}")
         return "\n".join(rows)
 
 
@@ -127,7 +119,8 @@ def drop_units(
         model.train(training)
     if dropped:
         record_surgery(model, {"op": "drop_units", "units": [d.name for d in dropped]})
-    return DepthReport(macs, macs_after, params, measure(model, size)[1], units_before, tuple(dropped))
+    return DepthReport(macs_before=macs, macs_after=macs_after, params_before=params,
+                       params_after=measure(model, size)[1], units_before=units_before, dropped=tuple(dropped))
 
 
 def _check_reachable(model: nn.Module, candidates: list[str], budget: float, size: int) -> None:

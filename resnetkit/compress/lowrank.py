@@ -38,6 +38,7 @@ from torch import nn
 
 from ..models.layers import SqueezeExcite
 from .budget import (
+    CostChange,
     check_fraction,
     conv_like,
     conv_macs,
@@ -70,36 +71,25 @@ class FactorizedLayer:
 
 
 @dataclass(frozen=True)
-class FactorizeReport:
+class FactorizeReport(CostChange):
     """What :func:`factorize` did: costs before and after (one image), the rank ratio and each layer."""
 
     rank_ratio: float | None
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
     layers: tuple[FactorizedLayer, ...]
-
-    @property
-    def macs_fraction(self) -> float:
-        return self.macs_after / self.macs_before
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary with per-layer ranks and errors."""
         layers = {f.name: {"method": f.method.value, "shape": list(f.shape), "ranks": list(f.ranks),
                            "macs_before": f.macs_before, "macs_after": f.macs_after, "error": f.error}
                   for f in self.layers}  # fmt: skip
-        return {"rank_ratio": self.rank_ratio, "macs_before": self.macs_before, "macs_after": self.macs_after,
-                "macs_fraction": self.macs_fraction, "params_before": self.params_before,
-                "params_after": self.params_after, "layers": layers}  # fmt: skip
+        return {"rank_ratio": self.rank_ratio, **self.cost_dict(), "layers": layers}
 
     def __str__(self) -> str:
         rows = [f"{'layer':<24}{'method':<9}{'shape':<20}{'ranks':<12}{'MACs':>22}{'error':>8}"]
         for f in self.layers:
             macs = f"{f.macs_before:,} -> {f.macs_after:,}"
             rows.append(f"{f.name:<24}{f.method.value:<9}{str(f.shape):<20}{str(f.ranks):<12}{macs:>22}{f.error:>8.3f}")
-        rows.append(f"MACs {self.macs_before:,} -> {self.macs_after:,} ({self.macs_fraction:.1%}), "
-                    f"params {self.params_before:,} -> {self.params_after:,}")  # fmt: skip
+        rows.append(self.cost_line())
         return "\n".join(rows)
 
 
@@ -208,7 +198,8 @@ def factorize_layers(
     if layers:
         record_surgery(model, {"op": "factorize", "layers": {f.name: list(f.ranks) for f in layers}})
     macs_after, params_after = measure(model, size)
-    return FactorizeReport(rank_ratio, macs, macs_after, params, params_after, tuple(layers))
+    return FactorizeReport(macs_before=macs, macs_after=macs_after, params_before=params, params_after=params_after,
+                           rank_ratio=rank_ratio, layers=tuple(layers))
 
 
 def _chain_ranks(chain: nn.Sequential) -> tuple[int, ...]:

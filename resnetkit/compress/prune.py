@@ -38,6 +38,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from ..models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResidualUnit
 from ..options import parse_enum
 from .budget import (
+    CostChange,
     check_fraction,
     conv_like,
     conv_macs,
@@ -83,33 +84,22 @@ class PrunedLayer:
 
 
 @dataclass(frozen=True)
-class PruneReport:
+class PruneReport(CostChange):
     """What :func:`prune_channels` did: costs before and after (one image), the keep ratio, each layer's width."""
 
     criterion: Criterion
     keep_ratio: float
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
     layers: tuple[PrunedLayer, ...]
-
-    @property
-    def macs_fraction(self) -> float:
-        return self.macs_after / self.macs_before
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary with per-layer channel counts."""
-        return {"criterion": self.criterion.value, "keep_ratio": self.keep_ratio, "macs_before": self.macs_before,
-                "macs_after": self.macs_after, "macs_fraction": self.macs_fraction, "params_before": self.params_before,
-                "params_after": self.params_after,
+        return {"criterion": self.criterion.value, "keep_ratio": self.keep_ratio, **self.cost_dict(),
                 "layers": {p.name: [p.channels_before, p.channels_after] for p in self.layers}}  # fmt: skip
 
     def __str__(self) -> str:
         rows = [f"{'layer':<28}{'channels':>14}"] + [f"{p.name:<28}{p.channels_before:>7} -> {p.channels_after:<4}"
                                                     for p in self.layers]  # fmt: skip
-        rows.append(f"MACs {self.macs_before:,} -> {self.macs_after:,} ({self.macs_fraction:.1%}), "
-                    f"params {self.params_before:,} -> {self.params_after:,}")  # fmt: skip
+        rows.append(self.cost_line())
         return "\n".join(rows)
 
 
@@ -206,7 +196,8 @@ def prune_channels(
         record_surgery(model, {"op": "prune", "criterion": criterion.value, "keep_ratio": ratio, "links": changed})
     layers = tuple(PrunedLayer(link.conv, widths[link], kept[link]) for link in links)
     macs_after, params_after = measure(model, size)
-    return PruneReport(criterion, ratio, macs, macs_after, params, params_after, layers)
+    return PruneReport(macs_before=macs, macs_after=macs_after, params_before=params, params_after=params_after,
+                       criterion=criterion, keep_ratio=ratio, layers=layers)
 
 
 def _keep_count(channels: int, ratio: float, multiple: int) -> int:
