@@ -163,7 +163,8 @@ def run_overrides(run: Run, seed: int, args: argparse.Namespace) -> list[str]:
     """Data first, then the user's overrides, then what identifies the run (dotted options compose)."""
     options = [f"model.options.{key}={json.dumps(value)}" for key, value in run.options.items()]
     own = [item.format(runs=args.out / "runs", seed=seed) for item in run.overrides]
-    return [f"data.dataset={args.data}", "progress=false", *args.overrides, *own, f"model.name={run.model}",
+    quiet = [] if any(item.startswith("progress=") for item in args.overrides) else ["progress=false"]
+    return [f"data.dataset={args.data}", *quiet, *args.overrides, *own, f"model.name={run.model}",
             *options, f"seed={seed}"]  # fmt: skip
 
 
