@@ -55,7 +55,7 @@ def _error_range(records: list[Record], tops: tuple[float, ...] = (20, 30, 40, 6
     for r in records:
         points = [h for h in r["history"] if h.get("step") is not None]
         last = max((h["step"] for h in points), default=0)
-        late += [h[key] for h in points if h["step"] >= last / 5
+        late += [h[key] for h in points if h["step"] > last / 5
                  for key in ("train_error_pct", "val_error_pct") if h.get(key) is not None]  # fmt: skip
     return next((top for top in tops if max(late) <= top), tops[-1])
 

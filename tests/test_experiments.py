@@ -156,3 +156,15 @@ def test_distillation_needs_a_finished_teacher_then_teaches_resnet20(driver, tmp
         distilled = driver.load_checkpoint(Path(record["run_dir"]) / "last.pt")["train_config"]["distill"]
         assert distilled == {"teacher": f"{out}/runs/table6/cifar_resnet56-seed0/last.pt", "temperature": 4.0,
                              "alpha": alpha}  # fmt: skip
+
+
+def test_figure_6_keeps_the_papers_error_range_only_when_our_curves_fit(driver):
+    import plots
+
+    def run(*errors):  # one epoch a point, training and validation error alike
+        history = [{"step": 100 * (i + 1), "train_error_pct": e, "val_error_pct": e} for i, e in enumerate(errors)]
+        return {"history": history}
+
+    assert plots._error_range([run(90, 19, 12, 8, 6)]) == 20  # the first fifth of a run is left out
+    assert plots._error_range([run(90, 19, 12, 8, 6), run(90, 45, 35, 25, 15)]) == 60
+    assert plots._error_range([run(95, 95, 95, 95, 95)]) == 100

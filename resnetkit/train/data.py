@@ -81,8 +81,12 @@ class RunData:
         return loader if isinstance(loader, DeviceLoader) else _to_device(loader, self.device)
 
 
-def load_splits(cfg: DataSection, in_chans: int | None = None) -> dict[str, ImageSet]:
-    """Decode the dataset and split it: ``train``, ``val`` and, where there is one, ``test``."""
+def load_splits(cfg: DataSection, in_chans: int | None = None, progress: bool = True) -> dict[str, ImageSet]:
+    """Decode the dataset and split it: ``train``, ``val`` and, where there is one, ``test``.
+
+    Args:
+        progress: show a bar while a folder or zip is decoded.
+    """
     if cfg.dataset == "digits":
         val, test = cfg.val_size, cfg.test_size
         train_part, val_part, test_part = digits_splits(cfg.split_seed, (1.0 - val - test, val, test))
@@ -97,7 +101,7 @@ def load_splits(cfg: DataSection, in_chans: int | None = None) -> dict[str, Imag
     if not path.exists():
         raise FileNotFoundError(f"dataset {cfg.dataset!r} is neither digits, cifar10, cifar100 nor an existing folder or .zip")
     full = load_image_folder(path, size=cfg.input_size if cfg.augment.value != "imagenet" else None,
-                             grayscale=in_chans == 1)  # fmt: skip
+                             grayscale=in_chans == 1, progress=progress)  # fmt: skip
     train_part, val_part = train_val_split(full, val_size, seed=cfg.split_seed)
     return {"train": train_part, "val": val_part}
 
@@ -112,7 +116,7 @@ def build_data(cfg: TrainConfig, device: torch.device, world: World,
     d = cfg.data
     if not d.in_memory and Path(d.dataset).exists():
         return _streaming_data(cfg, device, world, normalize)
-    splits = load_splits(d)
+    splits = load_splits(d, progress=cfg.progress and world.is_main)
     mean, std = normalize or channel_stats(splits["train"].images)
     aug = _augment_config(d, mean, std)
     dtype_kw = {"channels_last": cfg.channels_last}
