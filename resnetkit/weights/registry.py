@@ -111,19 +111,19 @@ def _shipped_entries() -> list[WeightsEntry]:
     return [entry_from_dict(record) for record in json.loads(MANIFEST.read_text())]
 
 
-# Weights trained by resnetkit (the CIFAR-10 reproduction), listed in the manifest that `publish_run` writes; the
-# first entry of an arch is its default.
+# Weights trained by resnetkit (the CIFAR-10 reproduction), listed in the manifest that `publish_run` writes.
 SHIPPED_ENTRIES: list[WeightsEntry] = _shipped_entries()
 
 PRETRAINED: dict[str, WeightsEntry] = {e.name: e for e in [*SHIPPED_ENTRIES, *_torchvision_entries()]}
 
 
 def default_tag(arch: str) -> str:
-    """The default weights of an arch: torchvision's newer ImageNet weights when it has them, as its ``DEFAULT``."""
-    tags = [e.tag for e in PRETRAINED.values() if e.arch == arch]
-    if not tags:
+    """The default weights of an arch: the most accurate of its weights, as torchvision's ``DEFAULT`` (for its
+    ImageNet ResNets the newer ``tv2_in1k``) and timm's first tag are."""
+    entries = [e for e in PRETRAINED.values() if e.arch == arch]
+    if not entries:
         raise KeyError(f"no pretrained weights are known for {arch!r}; see `resnetkit weights`")
-    return "tv2_in1k" if "tv2_in1k" in tags else tags[0]
+    return max(entries, key=lambda e: e.metrics[0].top1 if e.metrics else float("-inf")).tag
 
 
 def get_weights(name: str) -> WeightsEntry:

@@ -1,0 +1,64 @@
+"""Training speed of ``fit`` under each precision and memory format: which settings to pick on this machine.
+
+Trains one model (``cifar_resnet20`` by default) for a few steps on the same CIFAR-10 batches with every pair of
+``precision`` (fp32, bf16 autocast) and ``channels_last`` (false, true); the pairs alternate within each repeat and
+the median images/s of each is reported. Which pair wins depends on the CPU (oneDNN picks different kernels, and
+bf16 leans on the CPU's bf16 instructions), so measure before a long run. Writes a JSON file.
+
+    python bench/train_settings.py --data ../shared/data/cifar10-jpeg-train.zip --steps 40 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+from itertools import product
+from pathlib import Path
+
+import torch
+
+from resnetkit import runtime
+from resnetkit.train.config import load_config
+from resnetkit.train.engine import fit
+
+SETTINGS = [f"precision={p} channels_last={c}" for p, c in product(("fp32", "bf16"), ("false", "true"))]
+
+
+def images_per_s(base: list[str], setting: str, steps: int, out: Path) -> float:
+    """``fit`` of the CPU recipe for ``steps`` steps (no validation until the end); its training images/s."""
+    cfg = load_config("cifar10_cpu", [*base, *setting.split()])
+    fit(dataclasses.replace(cfg, steps=steps, out=str(out), eval_every=10**9, progress=False))
+    return json.loads((out / "summary.json").read_text())["images_per_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/cifar10-jpeg-train.zip")
+    parser.add_argument("--model", default="cifar_resnet20")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default="bench/results/train_settings.json")
+    args = parser.parse_args()
+    base = [f"data.dataset={args.data}", f"model.name={args.model}"]
+    runs: dict[str, list[float]] = {setting: [] for setting in SETTINGS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            for i, setting in enumerate(SETTINGS):
+                runs[setting].append(images_per_s(base, setting, args.steps, Path(tmp) / f"run{r}-{i}"))
+                print(f"repeat {r + 1}: {setting}: {runs[setting][-1]:.0f} img/s", flush=True)
+    settings = [{"setting": s, "images_per_s": statistics.median(v), "runs": v} for s, v in runs.items()]
+    result = {"model": args.model, "batch_size": 128, "steps": args.steps, "repeats": args.repeats,
+              "hardware": runtime.hardware_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "settings": settings}  # fmt: skip
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    for row in result["settings"]:
+        print(f"{row['setting']:<38} {row['images_per_s']:7.0f} img/s")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
