@@ -12,7 +12,7 @@ from resnetkit import create_model
 from resnetkit.data.download import file_digest
 from resnetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 from resnetkit.weights import read_weights
-from resnetkit.weights.publish import publish_run, run_wall_time
+from resnetkit.weights.publish import _recipe, publish_run, run_wall_time
 from resnetkit.weights.registry import MANIFEST, SHIPPED, SHIPPED_ENTRIES, entry_from_dict
 
 
@@ -38,6 +38,12 @@ def test_publish_again_replaces_the_entry(tiny_checkpoint, tmp_path):
     for tag in ("a", "b", "a"):
         publish_run(tiny_checkpoint.parent, tag, "cmd", "cpu", files=tmp_path)
     assert [e["tag"] for e in json.loads((tmp_path / MANIFEST.name).read_text())] == ["a", "b"]
+
+
+def test_recipe_says_when_a_run_trained_in_mixed_precision(tiny_checkpoint):
+    config = load_checkpoint(tiny_checkpoint)["train_config"]
+    assert config["precision"] == "fp32" and "autocast" not in _recipe(config)
+    assert _recipe({**config, "precision": "bf16"}).endswith(", bf16 autocast")
 
 
 def test_wall_time_counts_a_resumed_epoch_once(tmp_path):

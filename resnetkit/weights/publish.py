@@ -96,6 +96,7 @@ def _split_name(data: dict[str, Any]) -> str:
 def _recipe(config: dict[str, Any]) -> str:
     optim = config["optim"]
     length = f"{config['steps']} steps" if config.get("steps") else f"{config['epochs']} epochs"
-    precision = "" if config.get("precision", "fp32") == "fp32" else f", {config['precision']} autocast"
-    return (f"SGD lr {optim['lr']} ({optim['schedule']}), momentum {optim['momentum']}, wd {optim['weight_decay']}, "
-            f"batch {config['data']['batch_size']}, {length}, {config['data']['augment']} augmentation{precision}")  # fmt: skip
+    recipe = (f"SGD lr {optim['lr']} ({optim['schedule']}), momentum {optim['momentum']}, wd {optim['weight_decay']}, "
+              f"batch {config['data']['batch_size']}, {length}, {config['data']['augment']} augmentation")  # fmt: skip
+    precision = config.get("precision", "fp32")
+    return recipe if precision == "fp32" else f"{recipe}, {precision} autocast"
