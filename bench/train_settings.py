@@ -1,9 +1,10 @@
 """Training speed of ``fit`` under each precision and memory format: which settings to pick on this machine.
 
-Trains one model (``cifar_resnet20`` by default) for a few steps on the same CIFAR-10 batches with every pair of
-``precision`` (fp32, bf16 autocast) and ``channels_last`` (false, true); the pairs alternate within each repeat and
-the median images/s of each is reported. Which pair wins depends on the CPU (oneDNN picks different kernels, and
-bf16 leans on the CPU's bf16 instructions), so measure before a long run. Writes a JSON file.
+Trains one model (``cifar_resnet20`` by default, with the ``cifar10_cpu`` recipe) for a few steps on the same
+CIFAR-10 batches with every pair of ``precision`` (fp32, bf16 autocast) and ``channels_last`` (false, true); the
+pairs alternate within each repeat and the median images/s of each is reported. Which pair wins depends on the
+CPU (oneDNN picks different kernels, and bf16 leans on the CPU's bf16 instructions), so measure before a long run.
+Writes a JSON file.
 
     python bench/train_settings.py --data ../shared/data/cifar10-jpeg-train.zip --steps 40 --repeats 3
 """
@@ -11,7 +12,6 @@ bf16 leans on the CPU's bf16 instructions), so measure before a long run. Writes
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import tempfile
@@ -22,16 +22,10 @@ import torch
 
 from resnetkit import runtime
 from resnetkit.train.config import load_config
-from resnetkit.train.engine import fit
+
+from engine_overhead import engine  # bench/engine_overhead.py, beside this file
 
 SETTINGS = [f"precision={p} channels_last={c}" for p, c in product(("fp32", "bf16"), ("false", "true"))]
-
-
-def images_per_s(base: list[str], setting: str, steps: int, out: Path) -> float:
-    """``fit`` of the CPU recipe for ``steps`` steps (no validation until the end); its training images/s."""
-    cfg = load_config("cifar10_cpu", [*base, *setting.split()])
-    fit(dataclasses.replace(cfg, steps=steps, out=str(out), eval_every=10**9, progress=False))
-    return json.loads((out / "summary.json").read_text())["images_per_s"]
 
 
 def main() -> None:
@@ -42,15 +36,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default="bench/results/train_settings.json")
     args = parser.parse_args()
-    base = [f"data.dataset={args.data}", f"model.name={args.model}"]
+    base = [f"data.dataset={args.data}", f"model.name={args.model}", "progress=false"]
+    configs = {setting: load_config("cifar10_cpu", [*base, *setting.split()]) for setting in SETTINGS}
     runs: dict[str, list[float]] = {setting: [] for setting in SETTINGS}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
             for i, setting in enumerate(SETTINGS):
-                runs[setting].append(images_per_s(base, setting, args.steps, Path(tmp) / f"run{r}-{i}"))
+                runs[setting].append(engine(configs[setting], args.steps, Path(tmp) / f"run{r}-{i}"))
                 print(f"repeat {r + 1}: {setting}: {runs[setting][-1]:.0f} img/s", flush=True)
     settings = [{"setting": s, "images_per_s": statistics.median(v), "runs": v} for s, v in runs.items()]
-    result = {"model": args.model, "batch_size": 128, "steps": args.steps, "repeats": args.repeats,
+    batch_size = configs[SETTINGS[0]].data.batch_size
+    result = {"model": args.model, "batch_size": batch_size, "steps": args.steps, "repeats": args.repeats,
               "hardware": runtime.hardware_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "settings": settings}  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
