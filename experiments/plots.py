@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,14 @@ def error_curves(records: list[Record], path: Path, title: str) -> Path:
         ax.set(title=panel, xlabel="iterations", ylabel="error (%)")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("\n".join([title, f"dashed: training error, solid: {' '.join(DATA_NOTE_LINES)}"]), fontsize=10)
+    _suptitle(fig, title, f"dashed: training error, solid: {' '.join(DATA_NOTE_LINES)}")
     return _save(fig, path)
+
+
+def _suptitle(fig, *lines: str) -> None:
+    """Title lines wrapped to the figure's width (a one-panel figure is too narrow for the data note)."""
+    chars = int(fig.get_figwidth() * 10)  # about 10 characters of 10-point text per inch
+    fig.suptitle("\n".join(part for line in lines for part in textwrap.wrap(line, chars)), fontsize=10)
 
 
 def _error_range(records: list[Record], tops: tuple[float, ...] = (20, 30, 40, 60, 100)) -> float:
@@ -93,7 +100,7 @@ def error_vs_depth(records: list[Record], path: Path, title: str) -> Path:
     ax.set(xlabel="depth (layers)", ylabel="error (%)", xticks=depths)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.suptitle("\n".join([title, *DATA_NOTE_LINES]), fontsize=10)
+    _suptitle(fig, title, *DATA_NOTE_LINES)
     return _save(fig, path)
 
 

@@ -168,3 +168,16 @@ def test_figure_6_keeps_the_papers_error_range_only_when_our_curves_fit(driver):
     assert plots._error_range([run(90, 19, 12, 8, 6)]) == 20  # the first fifth of a run is left out
     assert plots._error_range([run(90, 19, 12, 8, 6), run(90, 45, 35, 25, 15)]) == 60
     assert plots._error_range([run(95, 95, 95, 95, 95)]) == 100
+
+
+@pytest.mark.parametrize("panels", [1, 2])
+def test_figure_titles_fit_the_figure(driver, panels):
+    import matplotlib.pyplot as plt
+    import plots
+
+    fig, _ = plt.subplots(1, panels, figsize=(6 * panels, 4.5))  # error_curves' size: one panel for shortcuts
+    plots._suptitle(fig, "Shortcut options A and B, and zero_init_last, on ResNet-32",
+                    f"dashed: training error, solid: {' '.join(plots.DATA_NOTE_LINES)}")
+    title = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    plt.close(fig)
+    assert 0 <= title.x0 and title.x1 <= fig.bbox.width
