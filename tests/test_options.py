@@ -79,6 +79,24 @@ def test_zero_init_last_makes_identity_units_pass_input_through(name):
     assert checked
 
 
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_zero_init_last_with_option_a_leaves_no_dead_channel(block):
+    """Zeroing the branch of a unit whose option-A shortcut appends zero channels would start those channels at
+    exactly 0 on both paths; the ReLU after the addition passes them no gradient, so they would stay 0 for good."""
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet20", block=block, zero_init_last=True)
+    assert any(isinstance(m, ResidualUnit) and m.pads_channels for m in model.modules())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    images, labels = torch.randn(8, 3, 32, 32), torch.arange(8)
+    for _ in range(3):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+    with torch.no_grad():
+        features = model.forward_head(model.forward_features(images), pre_logits=True)
+    assert (features.abs().sum(0) > 0).all(), f"{int((features.abs().sum(0) == 0).sum())} dead feature channels"
+
+
 @pytest.mark.parametrize("option", ["zero_init_last", "drop_path_rate"])
 def test_residual_only_options_rejected_without_shortcuts(option):
     with pytest.raises(ValueError, match=f"{option} needs shortcuts"):

@@ -75,6 +75,11 @@ class ResidualUnit(nn.Module):
         """Create the branch's layers; ``dilations`` are (first 3x3, other 3x3s), ``bias`` the conv bias."""
         raise NotImplementedError
 
+    @property
+    def pads_channels(self) -> bool:
+        """Whether the shortcut appends zero channels (option A in a unit that widens)."""
+        return isinstance(self.downsample, ZeroPadShortcut) and self.downsample.extra_channels > 0
+
     def add_shortcut(self, branch: torch.Tensor, x: torch.Tensor, projection_input: torch.Tensor) -> torch.Tensor:
         """Return ``branch + shortcut``; the shortcut is ``x``, ``downsample(projection_input)`` for projections,
         or ``downsample(x)`` for the parameter-free ones (option A, subsampling), which are identities: in a

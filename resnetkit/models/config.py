@@ -86,7 +86,8 @@ class ResNetConfig:
         norm: normalisation layer.
         norm_eps: epsilon added to the variance by every norm (Keras Applications use 1.001e-5); applies to the
             ``norm`` of the config, not to a ``norm_layer`` callable given to the model.
-        zero_init_last: start every residual branch at zero (the last norm's scale, Goyal et al. 2017).
+        zero_init_last: start every residual branch at zero (the last norm's scale, Goyal et al. 2017), except
+            where an option-A shortcut appends zero channels (those would start dead behind the ReLU).
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth (Huang et al. 2016), rising linearly to this rate in the last block.
         block_drop_rate: dropout between the two convolutions of a block (Wide ResNet, Zagoruyko & Komodakis).

@@ -131,7 +131,11 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(c.num_features, c.num_classes) if c.num_classes else nn.Identity()
 
     def _init_weights(self) -> None:
-        """He-normal convolutions (fan-out), unit norms, then optionally zeroed residual branches."""
+        """He-normal convolutions (fan-out), unit norms, then optionally zeroed residual branches.
+
+        A unit whose option-A shortcut appends zero channels keeps its branch: zeroed too, those channels would
+        start at exactly 0 on both paths, where the ReLU after the addition passes no gradient, and never train.
+        """
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -140,7 +144,7 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
         if self.config.zero_init_last:
             for m in self.modules():
-                if isinstance(m, ResidualUnit):
+                if isinstance(m, ResidualUnit) and not m.pads_channels:
                     m.zero_init_last()
 
     # -- the model interface shared by every variant ------------------------------------------------------------
