@@ -20,6 +20,7 @@ The 2-core-CPU recipe (one-cycle, 30 epochs)::
     python experiments/cifar10.py table6 --recipe cifar10_cpu
     python experiments/cifar10.py shortcuts --recipe cifar10_cpu
     python experiments/cifar10.py distillation --recipe cifar10_cpu
+    python experiments/cifar10.py jpeg --recipe cifar10_cpu   # ResNet-20 on the images saved again at q50, q25
 
 Then the Markdown report of everything under ``experiments/results`` (``--extra-run DIR=COMMAND`` adds a run
 trained on its own with ``resnetkit train``)::
@@ -37,15 +38,21 @@ Options: ``--data PATH`` (default: the JPEG zip), ``--only PATTERN ...`` (run na
 from __future__ import annotations
 
 import argparse
+import functools
+import io
 import json
+import os
 import shlex
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from resnetkit import runtime
 from resnetkit.cli import build_parser as resnetkit_parser
@@ -60,6 +67,7 @@ import tables
 from tables import DATA_NOTE
 
 JPEG_ZIP = "../shared/data/cifar10-jpeg-train.zip"
+SOURCE_JPEG_QUALITY = 75  # JPEG_ZIP's images: libjpeg's standard tables scaled for quality 75, 4:2:0 chroma
 # He et al. 2015, Table 6: test error (%), shortcut option A, no zero-init. ResNet-110: best of 5 runs (6.61 ± 0.16).
 PAPER_TEST_ERROR = {"cifar_resnet20": 8.75, "cifar_resnet32": 7.51, "cifar_resnet44": 7.17, "cifar_resnet56": 6.97,
                     "cifar_resnet110": 6.43}  # fmt: skip
@@ -74,6 +82,7 @@ class Run:
     panel: str = ""  # figure panel
     overrides: tuple[str, ...] = ()  # training options of this run alone (KEY=VALUE); {runs} and {seed} expand
     shared_with: str = ""  # the same training as that experiment's run of this model: trained once, kept there
+    jpeg_quality: int | None = None  # train and validate on the --data images re-encoded as JPEG at this quality
 
     @property
     def name(self) -> str:
@@ -104,6 +113,11 @@ def distill_from_56(alpha: float) -> tuple[str, ...]:
             f"distill.alpha={alpha}")  # fmt: skip
 
 
+# How much does JPEG loss cost? Without the original images the first compression cannot be undone, but the cost of
+# more of it can be measured: the same images and split, decoded and saved again at these lower qualities.
+JPEG_QUALITIES = (50, 25)
+
+
 EXPERIMENTS = {
     "degradation": Experiment(
         "Degradation: plain nets against ResNets (He et al. 2015, Figure 6)",
@@ -128,6 +142,11 @@ EXPERIMENTS = {
          Run("cifar_resnet20", label="resnet20-distilled", overrides=distill_from_56(0.9)),
          Run("cifar_resnet20", label="resnet20-distilled-alpha0.5", overrides=distill_from_56(0.5))),
         plots.error_curves),
+    "jpeg": Experiment(
+        "JPEG quality: ResNet-20 on the same images saved again at lower JPEG quality",
+        (Run("cifar_resnet20", label=f"q{SOURCE_JPEG_QUALITY}-as-given", shared_with="table6"),
+         *(Run("cifar_resnet20", label=f"q{q}", jpeg_quality=q) for q in JPEG_QUALITIES)),
+        functools.partial(plots.error_vs_quality, source_quality=SOURCE_JPEG_QUALITY)),
 }  # fmt: skip
 
 
@@ -155,7 +174,7 @@ def collect(experiment: str, out: Path) -> list[dict]:
         for run_dir in sorted(run_dirs, key=lambda d: int(d.name.rsplit("-seed", 1)[1])):
             if (run_dir / LAST).is_file():  # the run's own names; the rest (command, hardware) from who trained it
                 meta = _read_json(run_dir / "driver.json") | {"experiment": experiment, "run": run.name}
-                records.append(run_record(run_dir, meta | {"panel": run.panel}))
+                records.append(run_record(run_dir, meta | {"panel": run.panel, "jpeg_quality": run.jpeg_quality}))
     return records
 
 
@@ -164,7 +183,8 @@ def run_overrides(run: Run, seed: int, args: argparse.Namespace) -> list[str]:
     options = [f"model.options.{key}={json.dumps(value)}" for key, value in run.options.items()]
     own = [item.format(runs=args.out / "runs", seed=seed) for item in run.overrides]
     quiet = [] if any(item.startswith("progress=") for item in args.overrides) else ["progress=false"]
-    return [f"data.dataset={args.data}", *quiet, *args.overrides, *own, f"model.name={run.model}",
+    data = reencoded_path(args.data, run.jpeg_quality, args.out) if run.jpeg_quality else args.data
+    return [f"data.dataset={data}", *quiet, *args.overrides, *own, f"model.name={run.model}",
             *options, f"seed={seed}"]  # fmt: skip
 
 
@@ -181,6 +201,8 @@ def train(run: Run, seed: int, run_dir: Path, args: argparse.Namespace, command:
     teacher = Path(cfg.distill.teacher) if cfg.distill.teacher else None
     if teacher and not (teacher.parent / "summary.json").is_file():
         raise SystemExit(f"cifar10.py: the teacher {teacher} has not finished training; run it first")
+    if run.jpeg_quality:
+        reencode_jpeg(args.data, Path(cfg.data.dataset), run.jpeg_quality)
     meta = _read_json(run_dir / "driver.json") if resume else {}
     here = hardware(cfg.device)
     meta = {"experiment": args.experiment, "run": run.name, "recipe": args.recipe,
@@ -194,6 +216,37 @@ def train(run: Run, seed: int, run_dir: Path, args: argparse.Namespace, command:
     error = _error(history[-1].get("val_top1")) if history else None
     print(f"{tag} finished {run_dir}" + (f": val error {error:.2f}%" if error is not None else ""), flush=True)
     return True
+
+
+def reencoded_path(data: str, quality: int, out: Path) -> Path:
+    """Where the ``jpeg`` experiment keeps ``data`` re-encoded at ``quality`` (git-ignored)."""
+    return out / "reencoded" / f"{Path(data).stem}-q{quality}.zip"
+
+
+def reencode_jpeg(source: str | Path, target: Path, quality: int) -> Path:
+    """Write ``target``, the image zip ``source`` with every image decoded and saved again as JPEG at ``quality``
+    (Pillow's 4:2:0 chroma subsampling, as the shared zip's); names are kept, and a member that does not decode is
+    copied as it is (training reports and skips it). Nothing is done if ``target`` exists; written atomically."""
+    if target.is_file():
+        return target
+    if not zipfile.is_zipfile(source):
+        raise SystemExit(f"cifar10.py: the jpeg experiment re-encodes a zip of images; {source} is not one")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(partial, "w") as dst:
+        for member in tqdm(src.infolist(), desc=f"JPEG quality {quality}", unit="image", mininterval=2):
+            data = src.read(member)
+            if not member.is_dir():
+                try:
+                    with Image.open(io.BytesIO(data)) as image:
+                        saved = io.BytesIO()
+                        image.convert("RGB").save(saved, "JPEG", quality=quality)
+                        data = saved.getvalue()
+                except (OSError, UnidentifiedImageError):
+                    pass
+            dst.writestr(member, data)  # stored, as in the source: JPEG does not compress further
+    os.replace(partial, target)
+    return target
 
 
 def check_unchanged(cfg, run_dir: Path) -> None:
@@ -228,6 +281,7 @@ def run_record(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     hardware_used = meta.get("hardware") or [recorded or "not recorded"]
     return {
         "experiment": meta.get("experiment"), "run": meta.get("run", run_dir.name), "panel": meta.get("panel", ""),
+        "jpeg_quality": meta.get("jpeg_quality"),  # re-encoded at this quality (None: the images as given)
         "model": cfg["model"]["name"], "options": cfg["model"]["options"], "seed": cfg["seed"],
         "params": _params(state["model_config"]), "recipe": meta.get("recipe"), "dataset": cfg["data"]["dataset"],
         "val_size": cfg["data"]["val_size"], "epochs": state["epoch"], "steps": state["step"],

@@ -80,21 +80,12 @@ def _plot_run(ax, record: Record, colour: str) -> None:
 
 def error_vs_depth(records: list[Record], path: Path, title: str) -> Path:
     """Final validation error (mean ± std over seeds) against depth, beside the paper's test error."""
-    by_run: dict[str, list[Record]] = {}
-    for r in records:
-        by_run.setdefault(r["run"], []).append(r)
-    depths, means, stds, paper = [], [], [], []
-    for group in by_run.values():
-        errors = [r["val_error_pct"] for r in group if r["val_error_pct"] is not None]
-        if not errors:
-            continue
-        depths.append(_depth(group[0]["model"]))
-        means.append(statistics.fmean(errors))
-        stds.append(statistics.stdev(errors) if len(errors) > 1 else 0.0)
-        if group[0].get("paper_test_error_pct") is not None:
-            paper.append((depths[-1], group[0]["paper_test_error_pct"]))
+    stats = _seed_stats(records)
+    depths = [_depth(first["model"]) for first, _, _ in stats]
+    paper = [(d, first["paper_test_error_pct"]) for d, (first, _, _) in zip(depths, stats)
+             if first.get("paper_test_error_pct") is not None]  # fmt: skip
     fig, ax = plt.subplots(figsize=(7, 5))
-    ax.errorbar(depths, means, yerr=stds, fmt="o-", capsize=3, label="ours: validation error (mean ± std)")
+    _errorbar(ax, depths, stats)
     if paper:
         ax.plot(*zip(*paper), "x--", color="k", label="He et al. 2015, Table 6: test error")
     ax.set(xlabel="depth (layers)", ylabel="error (%)", xticks=depths)
@@ -102,6 +93,40 @@ def error_vs_depth(records: list[Record], path: Path, title: str) -> Path:
     ax.legend()
     _suptitle(fig, title, *DATA_NOTE_LINES)
     return _save(fig, path)
+
+
+def error_vs_quality(records: list[Record], path: Path, title: str, source_quality: int) -> Path:
+    """Final validation error (mean ± std over seeds) against the JPEG quality of the images trained and scored on;
+    a record's ``jpeg_quality`` is None for the images as given, which were saved at ``source_quality``."""
+    stats = sorted(_seed_stats(records), key=lambda s: s[0].get("jpeg_quality") or source_quality)
+    qualities = [first.get("jpeg_quality") or source_quality for first, _, _ in stats]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    _errorbar(ax, qualities, stats)
+    ax.set(xlabel=f"JPEG quality (images as given: {source_quality}; lower: decoded and saved again)",
+           ylabel="error (%)", xticks=qualities)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _suptitle(fig, title, *DATA_NOTE_LINES)
+    return _save(fig, path)
+
+
+def _seed_stats(records: list[Record]) -> list[tuple[Record, float, float]]:
+    """Per run that has a validation error, in first-seen order: its first record, and the mean and sample std
+    (0 for one seed) of its final validation errors over seeds."""
+    by_run: dict[str, list[Record]] = {}
+    for r in records:
+        by_run.setdefault(r["run"], []).append(r)
+    stats = []
+    for group in by_run.values():
+        errors = [r["val_error_pct"] for r in group if r["val_error_pct"] is not None]
+        if errors:
+            stats.append((group[0], statistics.fmean(errors), statistics.stdev(errors) if len(errors) > 1 else 0.0))
+    return stats
+
+
+def _errorbar(ax, xs: list[float], stats: list[tuple[Record, float, float]]) -> None:
+    ax.errorbar(xs, [mean for _, mean, _ in stats], yerr=[std for _, _, std in stats], fmt="o-", capsize=3,
+                label="ours: validation error (mean ± std)")
 
 
 def _depth(model: str) -> int:

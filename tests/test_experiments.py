@@ -6,14 +6,18 @@ epochs of a 3-unit network at 16x16 on the embedded digits, so the whole file ta
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from resnetkit.data import SkippedImageWarning
 from resnetkit.train import engine
 from resnetkit.train.report import read_log
 
@@ -120,6 +124,48 @@ def test_resnet110_warms_up_and_no_other_run_does(driver, tmp_path):
     assert not any("warmup" in item for name, items in by_model.items() if name != "cifar_resnet110" for item in items)
     cfg = driver.load_config(args.recipe, by_model["cifar_resnet110"])
     assert cfg.optim.warmup_steps == 400 and cfg.model.name == "cifar_resnet110"
+
+
+def digits_jpeg_zip(path: Path, per_class: int = 20) -> Path:
+    """The first digits of each class as 16x16 RGB JPEGs (quality 90) in ``train/<class>/``, and one broken file."""
+    from resnetkit.data.digits import load_digits
+
+    digits = load_digits()
+    with zipfile.ZipFile(path, "w") as archive:
+        for label in range(10):
+            for i in (digits.labels == label).nonzero().flatten()[:per_class].tolist():
+                image = Image.fromarray(digits.images[i, 0].numpy()).resize((16, 16)).convert("RGB")
+                saved = io.BytesIO()
+                image.save(saved, "JPEG", quality=90)
+                archive.writestr(f"train/{label}/{i:04d}.jpg", saved.getvalue())
+        archive.writestr("train/3/broken.jpg", b"not a jpeg")
+    return path
+
+
+def test_jpeg_experiment_trains_on_the_images_saved_again_at_lower_quality(driver, tmp_path, capsys):
+    source = digits_jpeg_zip(tmp_path / "digits-jpeg.zip")
+    out = tmp_path / "results"
+    tiny = [a for a in TINY if a not in ("--data", "digits")]
+    with pytest.warns(SkippedImageWarning, match="digits-jpeg-q25.zip:train/3/broken.jpg"):
+        driver.main(["jpeg", "--only", "q25", "--data", str(source), "--out", str(out), *tiny])
+
+    reencoded = out / "reencoded" / "digits-jpeg-q25.zip"
+    with zipfile.ZipFile(source) as before, zipfile.ZipFile(reencoded) as after:
+        assert after.namelist() == before.namelist()
+        assert after.read("train/3/broken.jpg") == b"not a jpeg"  # copied; training reported and skipped it
+        name = "train/0/0000.jpg"
+        with Image.open(io.BytesIO(before.read(name))) as old, Image.open(io.BytesIO(after.read(name))) as new:
+            assert new.format == "JPEG" and new.size == old.size == (16, 16)
+            assert new.quantization[0][0] == 16 * 2 and old.quantization[0][0] == round(16 * 0.2)  # q25, q90 scale
+    (record,) = json.loads((out / "jpeg.json").read_text())["records"]
+    assert (record["run"], record["jpeg_quality"], record["dataset"]) == ("q25", 25, str(reencoded))
+    assert record["finished"] and (out / "jpeg.png").read_bytes()[:4] == b"\x89PNG"
+
+    mtime = reencoded.stat().st_mtime_ns
+    driver.main(["jpeg", "--only", "q25", "--data", str(source), "--out", str(out), *tiny])
+    assert " skipped " in capsys.readouterr().out and reencoded.stat().st_mtime_ns == mtime  # made once
+    with pytest.raises(SystemExit, match="re-encodes a zip of images"):
+        driver.main(["jpeg", "--only", "q50", "--data", "digits", "--out", str(out), *tiny])
 
 
 def test_publish_refuses_an_unfinished_run(driver, tmp_path):
