@@ -157,6 +157,11 @@ def test_jpeg_experiment_trains_on_the_images_saved_again_at_lower_quality(drive
         with Image.open(io.BytesIO(before.read(name))) as old, Image.open(io.BytesIO(after.read(name))) as new:
             assert new.format == "JPEG" and new.size == old.size == (16, 16)
             assert new.quantization[0][0] == 16 * 2 and old.quantization[0][0] == round(16 * 0.2)  # q25, q90 scale
+    assert f"wrote {reencoded}: mean bytes of JPEG scan data per image" in capsys.readouterr().out
+    scan_bytes = [driver.mean_scan_bytes(path) for path in (reencoded, source)]
+    with zipfile.ZipFile(source) as archive:
+        file_bytes = [m.file_size for m in archive.infolist() if m.filename.endswith("0.jpg")]
+    assert 0 < scan_bytes[0] < scan_bytes[1] < min(file_bytes) - 300  # headers and tables left out
     (record,) = json.loads((out / "jpeg.json").read_text())["records"]
     assert (record["run"], record["jpeg_quality"], record["dataset"]) == ("q25", 25, str(reencoded))
     assert record["finished"] and (out / "jpeg.png").read_bytes()[:4] == b"\x89PNG"
