@@ -98,8 +98,11 @@ def error_vs_depth(records: list[Record], path: Path, title: str) -> Path:
 def error_vs_quality(records: list[Record], path: Path, title: str, source_quality: int) -> Path:
     """Final validation error (mean ± std over seeds) against the JPEG quality of the images trained and scored on;
     a record's ``jpeg_quality`` is None for the images as given, which were saved at ``source_quality``."""
-    stats = sorted(_seed_stats(records), key=lambda s: s[0].get("jpeg_quality") or source_quality)
-    qualities = [first.get("jpeg_quality") or source_quality for first, _, _ in stats]
+    def quality(stat: tuple[Record, float, float]) -> int:
+        return stat[0].get("jpeg_quality") or source_quality
+
+    stats = sorted(_seed_stats(records), key=quality)
+    qualities = [quality(stat) for stat in stats]
     fig, ax = plt.subplots(figsize=(7, 5))
     _errorbar(ax, qualities, stats)
     ax.set(xlabel=f"JPEG quality (images as given: {source_quality}; lower: decoded and saved again)",
