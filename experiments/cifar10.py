@@ -229,10 +229,12 @@ def reencode_jpeg(source: str | Path, target: Path, quality: int) -> Path:
     copied as it is (training reports and skips it). Nothing is done if ``target`` exists; written atomically."""
     if target.is_file():
         return target
-    if not zipfile.is_zipfile(source):
-        raise SystemExit(f"cifar10.py: the jpeg experiment re-encodes a zip of images; {source} is not one")
+    if not Path(source).is_file() or not zipfile.is_zipfile(source):
+        raise SystemExit(f"cifar10.py: the jpeg experiment re-encodes a zip of images; {source} is not one "
+                         "(pass its path with --data)")  # fmt: skip
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
+    before, after = [], []  # scan bytes of each image, as given and as saved again
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(partial, "w") as dst:
         for member in tqdm(src.infolist(), desc=f"JPEG quality {quality}", unit="image", mininterval=2):
             data = src.read(member)
@@ -241,27 +243,36 @@ def reencode_jpeg(source: str | Path, target: Path, quality: int) -> Path:
                     with Image.open(io.BytesIO(data)) as image:
                         saved = io.BytesIO()
                         image.convert("RGB").save(saved, "JPEG", quality=quality)
+                        before.append(scan_bytes(data))
                         data = saved.getvalue()
+                        after.append(scan_bytes(data))
                 except (OSError, UnidentifiedImageError):
                     pass
             dst.writestr(member, data)  # stored, as in the source: JPEG does not compress further
     os.replace(partial, target)
-    print(f"wrote {target}: mean bytes of JPEG scan data per image {mean_scan_bytes(target):.0f}, "
-          f"against {mean_scan_bytes(source):.0f} in {source}", flush=True)
+    print(f"wrote {target}: mean bytes of JPEG scan data per image {_mean(after):.0f}, "
+          f"against {_mean(before):.0f} in {source}", flush=True)
     return target
 
 
+def scan_bytes(jpeg: bytes) -> int | None:
+    """The size of a baseline JPEG's entropy-coded data, headers and tables left out (these are most of a 32x32
+    image's file): what a quality setting keeps of an image. None if ``jpeg`` is not a JPEG."""
+    start = jpeg.find(b"\xff\xda")  # start of scan; its header's length follows
+    if jpeg[:2] != b"\xff\xd8" or start < 0:
+        return None
+    return len(jpeg) - start - 2 - int.from_bytes(jpeg[start + 2:start + 4], "big") - 2  # - end-of-image marker
+
+
 def mean_scan_bytes(path: str | Path) -> float:
-    """The mean size of the entropy-coded data of the baseline JPEGs in a zip, headers and tables left out (these
-    are most of a 32x32 image's file): what a quality setting keeps of an image."""
-    sizes = []
+    """The mean :func:`scan_bytes` of the JPEGs in a zip."""
     with zipfile.ZipFile(path) as archive:
-        for member in archive.infolist():
-            data = archive.read(member)
-            start = data.find(b"\xff\xda")  # start of scan; its header's length follows
-            if data[:2] == b"\xff\xd8" and start > 0:
-                sizes.append(len(data) - start - 2 - int.from_bytes(data[start + 2:start + 4], "big") - 2)  # - EOI
-    return sum(sizes) / max(len(sizes), 1)
+        return _mean([scan_bytes(archive.read(member)) for member in archive.infolist()])
+
+
+def _mean(sizes: list[int | None]) -> float:
+    known = [size for size in sizes if size is not None]
+    return sum(known) / max(len(known), 1)
 
 
 def check_unchanged(cfg, run_dir: Path) -> None:
