@@ -6,6 +6,7 @@ epochs of a 3-unit network at 16x16 on the embedded digits, so the whole file ta
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -126,15 +127,16 @@ def test_resnet110_warms_up_and_no_other_run_does(driver, tmp_path):
     assert cfg.optim.warmup_steps == 400 and cfg.model.name == "cifar_resnet110"
 
 
-def digits_jpeg_zip(path: Path, per_class: int = 20) -> Path:
-    """The first digits of each class as 16x16 RGB JPEGs (quality 90) in ``train/<class>/``, and one broken file."""
+def digits_jpeg_zip(path: Path, per_class: int = 20, size: int = 16) -> Path:
+    """The first digits of each class as RGB JPEGs (quality 90, ``size`` square) in ``train/<class>/``, and one broken
+    file."""
     from resnetkit.data.digits import load_digits
 
     digits = load_digits()
     with zipfile.ZipFile(path, "w") as archive:
         for label in range(10):
             for i in (digits.labels == label).nonzero().flatten()[:per_class].tolist():
-                image = Image.fromarray(digits.images[i, 0].numpy()).resize((16, 16)).convert("RGB")
+                image = Image.fromarray(digits.images[i, 0].numpy()).resize((size, size)).convert("RGB")
                 saved = io.BytesIO()
                 image.save(saved, "JPEG", quality=90)
                 archive.writestr(f"train/{label}/{i:04d}.jpg", saved.getvalue())
@@ -232,3 +234,25 @@ def test_figure_titles_fit_the_figure(driver, panels):
     title = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
     plt.close(fig)
     assert 0 <= title.x0 and title.x1 <= fig.bbox.width
+
+
+def test_peer_control_trains_pytorchcv_resnet20_without_resnetkit(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import peer_control
+
+    data = digits_jpeg_zip(tmp_path / "digits-jpeg.zip", per_class=6, size=32)
+    out = tmp_path / "peer_control.json"
+    with pytest.warns(UserWarning, match="skipped digits-jpeg.zip:train/3/broken.jpg"):
+        peer_control.main(["--data", str(data), "--out", str(out), "--epochs", "2", "--val-size", "20",
+                           "--batch-size", "16"])  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["params"] == 272_474 and result["train_images"] == 40 and result["val_images"] == 20
+    assert [r["epoch"] for r in result["history"]] == [1, 2]
+    assert result["val_top1_pct"] == result["history"][-1]["val_top1_pct"] and 0 <= result["val_top1_pct"] <= 100
+    imports = [node for node in ast.walk(ast.parse(Path(peer_control.__file__).read_text()))
+               if isinstance(node, (ast.Import, ast.ImportFrom))]  # fmt: skip
+    modules = [getattr(node, "module", None) or alias.name for node in imports for alias in node.names]
+    assert "pytorchcv.models.resnet_cifar" in modules and not any("resnetkit" in m for m in modules)  # none of ours
+    assert "wrote" in capsys.readouterr().out and not out.with_suffix(".json.tmp").exists()
+    with pytest.raises(SystemExit):
+        peer_control.main(["--data", str(tmp_path / "missing.zip")])
