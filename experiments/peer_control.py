@@ -5,8 +5,9 @@ our model, data pipeline or training loop, a run that shares none of them would 
 trains pytorchcv's ``resnet20_cifar10`` (an independent implementation of the paper's CIFAR ResNet-20; its
 shortcuts are 1x1 projections where the shape changes, option B) with a plain PyTorch loop: its own decoding and
 45k/5k split (``torch.randperm`` with a fixed seed, not resnetkit's split), torchvision's augmentation and
-torch's ``OneCycleLR``, on the hyper-parameters of ``cifar10_cpu``: SGD with Nesterov momentum 0.9, peak lr 0.2
-after a 15% warm-up, weight decay 5e-4 on every parameter, batch 128, 30 epochs::
+torch's ``OneCycleLR``, on the hyper-parameters of ``cifar10_cpu``: SGD with Nesterov momentum 0.9, lr linearly up
+to 0.2 over the first 15% of steps and linearly down after, weight decay 5e-4 on every parameter, batch 128, 30
+epochs (``cifar10_cpu`` starts and ends the cycle at 0, ``OneCycleLR`` at 0.008 and 8e-7)::
 
     python experiments/peer_control.py --data ../shared/data/cifar10-jpeg-train.zip --precision bf16
 
@@ -86,7 +87,8 @@ def train(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps_per_epoch = math.ceil(len(train_) / args.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.15)
+        optimizer, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.15,
+        anneal_strategy="linear", cycle_momentum=False)  # as cifar10_cpu: linear up, linear down, momentum fixed
     dtype = {"bf16": torch.bfloat16, "fp32": None}[args.precision]
     autocast = lambda: torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)  # noqa: E731
     history, started = [], time.perf_counter()
