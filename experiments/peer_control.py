@@ -11,7 +11,7 @@ epochs (``cifar10_cpu`` starts and ends the cycle at 0, ``OneCycleLR`` at 0.008 
 
     python experiments/peer_control.py --data ../shared/data/cifar10-jpeg-train.zip --precision bf16
 
-writes ``experiments/results/cifar10_cpu/peer_control.json`` (atomically) with the per-epoch curves.
+writes ``experiments/results/cifar10_cpu/peer_control-seed0.json`` (atomically) with the per-epoch curves.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from PIL import Image
 from pytorchcv.models.resnet_cifar import resnet20_cifar10
 from torchvision.transforms import v2
 
-OUT = Path(__file__).resolve().parent / "results" / "cifar10_cpu" / "peer_control.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "cifar10_cpu"
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # the usual CIFAR-10 statistics
 
 
@@ -127,7 +127,7 @@ def train(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-jpeg-train.zip"))
-    parser.add_argument("--out", type=Path, default=OUT, help="the JSON to write")
+    parser.add_argument("--out", type=Path, help="the JSON to write (default: RESULTS/peer_control-seedN.json)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lr", type=float, default=0.2)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.data.is_file():
         parser.error(f"no zip of images at {args.data}; pass its path with --data")
+    args.out = args.out or RESULTS / f"peer_control-seed{args.seed}.json"
     result = train(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_suffix(".json.tmp")
