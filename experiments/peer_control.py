@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 from pytorchcv.models.resnet_cifar import resnet20_cifar10
 from torchvision.transforms import v2
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cifar10_cpu"
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # the usual CIFAR-10 statistics
@@ -50,9 +51,9 @@ def read_zip(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
             except OSError as error:
                 warnings.warn(f"skipped {path.name}:{name}: {error}", stacklevel=2)
                 continue
-            images.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(*image.size[::-1], 3))
+            images.append(pil_to_tensor(image))
             labels.append(classes.index(name.split("/")[-2]))
-    return torch.stack(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels), classes
+    return torch.stack(images), torch.tensor(labels), classes
 
 
 def cpu_name() -> str:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args(argv)
-    if not args.data.is_file():
+    if not args.data.is_file() or not zipfile.is_zipfile(args.data):
         parser.error(f"no zip of images at {args.data}; pass its path with --data")
     args.out = args.out or RESULTS / f"peer_control-seed{args.seed}.json"
     result = train(args)
