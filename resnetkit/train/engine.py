@@ -216,6 +216,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
     if resume:
         _restore(t, load_checkpoint(t.out / LAST, map_location=t.device))
     log = RunLog(t.out, resume=resume) if t.world.is_main else None
+    if t.world.is_main:
+        _write_run_config(t)
     t.history = list(log.records) if log else []
     try:
         while t.step < t.total_steps:
@@ -235,6 +237,15 @@ def fit(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
         _finish(t, time.perf_counter() - started)
     D.teardown(t.world)
     return t.history
+
+
+def _write_run_config(t: Trainer) -> None:
+    """``config.json``: what the run is (training config, model config and edits, classes, length), readable
+    without the checkpoint, which a finished run may no longer keep."""
+    record = {"train_config": t.cfg.to_dict(), "model_config": t.model.config.to_dict(), "edits": surgery_of(t.model),
+              "classes": list(t.data.classes), "total_steps": t.total_steps,
+              "params": sum(p.numel() for p in t.model.parameters())}  # fmt: skip
+    atomic_write(t.out / "config.json", lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
 
 
 def _end_of_epoch(t: Trainer, record: dict[str, Any], log: RunLog) -> None:
@@ -298,6 +309,7 @@ def _finish(t: Trainer, wall_time: float) -> dict[str, Any]:
         "dataset": t.cfg.data.dataset,
         "epochs": t.epoch,
         "steps": t.step,
+        "total_steps": t.total_steps,
         "wall_time_s": wall_time,
         "images_per_s": sum(train_images_per_s) / max(len(train_images_per_s), 1),
         "device": str(t.device),
