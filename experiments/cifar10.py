@@ -2,10 +2,17 @@
 
 Run from the repository root. Each experiment is a table of runs (model + options) trained with
 ``resnetkit.train.fit`` into ``OUT/runs/EXPERIMENT/RUN-seedS/``. A run with ``summary.json`` is skipped, a run with
-only ``last.pt`` is resumed, so re-running the same command continues an interrupted experiment. Afterwards
-``OUT/EXPERIMENT.json`` (one record per run) and ``OUT/EXPERIMENT.png`` are written. ``OUT`` defaults to
-``experiments/results/RECIPE``, so both recipes can sit side by side. A run that two experiments both need (the
-ResNets of Figure 6 and Table 6, option A of the shortcut study) is trained once and kept under ``table6``.
+only its training checkpoint is resumed, so re-running the same command continues an interrupted experiment; either
+way the run must have been trained with the same settings. Afterwards ``OUT/EXPERIMENT.json`` (one record per run)
+and ``OUT/EXPERIMENT.png`` are written. ``OUT`` defaults to ``experiments/results/RECIPE``, so both recipes can sit
+side by side. A run that two experiments both need (the ResNets of Figure 6 and Table 6, option A of the shortcut
+study) is trained once and kept under ``table6``.
+
+Checkpoints (``last``/``best``, for resuming) and a run's final ``weights.safetensors`` live in its run folder,
+ignored by git and never committed; a run that must survive a change of machine takes its folder along outside git.
+A finished run keeps in the repository what its results are read from: ``config.json`` (training and model config,
+length, parameters), ``summary.json``, ``log.jsonl``, ``driver.json`` (the command and hardware), ``curves.png`` and
+``tensorboard/``. Weights that other work needs are shipped in the package with ``publish`` before they go.
 
 The paper's recipe (64k iterations, batch 128, lr 0.1 /10 at 32k and 48k; a GPU job)::
 
@@ -56,9 +63,8 @@ from tqdm.auto import tqdm
 
 from resnetkit import runtime
 from resnetkit.cli import build_parser as resnetkit_parser
-from resnetkit.models import ResNet, ResNetConfig
 from resnetkit.train import TrainConfig, fit, load_config
-from resnetkit.train.checkpoint import LAST, load_checkpoint
+from resnetkit.train.checkpoint import LAST
 from resnetkit.train.report import read_log
 from resnetkit.weights.publish import publish_run
 
@@ -89,7 +95,7 @@ class Run:
         return self.label or self.model
 
     def directory(self, out: Path, experiment: str, seed: int | str) -> Path:
-        """Where this run's checkpoints live: ``OUT/runs/EXPERIMENT/NAME-seedS``, or the shared run's folder."""
+        """Where this run's files live: ``OUT/runs/EXPERIMENT/NAME-seedS``, or the shared run's folder."""
         if self.shared_with:
             return out / "runs" / self.shared_with / f"{self.model}-seed{seed}"
         return out / "runs" / experiment / f"{self.name}-seed{seed}"
@@ -107,9 +113,10 @@ DEPTHS = (20, 32, 44, 56)
 # then goes back to 0.1. Our schedules have a linear warm-up instead: from 0 to the peak over 400 iterations.
 WARMUP_110 = ("optim.warmup_steps=400",)
 # Hinton et al. 2015, as in the deployment issue: ResNet-20 learns from the finished ResNet-56 of Table 6, with
-# the soft term weighted 0.9 (the common CIFAR setting) or 0.5 (as much cross-entropy as soft targets).
+# the soft term weighted 0.9 (the common CIFAR setting) or 0.5 (as much cross-entropy as soft targets). The teacher
+# is the run's final weights, written when it finishes (the same tensors as its last checkpoint's).
 def distill_from_56(alpha: float) -> tuple[str, ...]:
-    return ("distill.teacher={runs}/table6/cifar_resnet56-seed{seed}/last.pt", "distill.temperature=4",
+    return ("distill.teacher={runs}/table6/cifar_resnet56-seed{seed}/weights.safetensors", "distill.temperature=4",
             f"distill.alpha={alpha}")  # fmt: skip
 
 
@@ -172,9 +179,11 @@ def collect(experiment: str, out: Path) -> list[dict]:
         pattern = run.directory(out, experiment, seed="*")
         run_dirs = pattern.parent.glob(pattern.name)
         for run_dir in sorted(run_dirs, key=lambda d: int(d.name.rsplit("-seed", 1)[1])):
-            if (run_dir / LAST).is_file():  # the run's own names; the rest (command, hardware) from who trained it
-                meta = _read_json(run_dir / "driver.json") | {"experiment": experiment, "run": run.name}
-                records.append(run_record(run_dir, meta | {"panel": run.panel, "jpeg_quality": run.jpeg_quality}))
+            if not (run_dir / "config.json").is_file():  # written when a run starts; git keeps it when it ends
+                continue
+            # the run's own names here; the rest (command, hardware) from who trained it
+            meta = _read_json(run_dir / "driver.json") | {"experiment": experiment, "run": run.name}
+            records.append(run_record(run_dir, meta | {"panel": run.panel, "jpeg_quality": run.jpeg_quality}))
     return records
 
 
@@ -193,14 +202,13 @@ def train(run: Run, seed: int, run_dir: Path, args: argparse.Namespace, command:
     overrides = run_overrides(run, seed, args)
     cfg = load_config(args.recipe, [*overrides, f"out={run_dir}"])
     finished, resume = (run_dir / "summary.json").is_file(), (run_dir / LAST).is_file()
-    if resume:
+    if finished or resume:  # a finished run may have no checkpoint left: its config.json is compared
         check_unchanged(cfg, run_dir)
     if finished:
         print(f"{tag} skipped  {run_dir} (finished)", flush=True)
         return False
-    teacher = Path(cfg.distill.teacher) if cfg.distill.teacher else None
-    if teacher and not (teacher.parent / "summary.json").is_file():
-        raise SystemExit(f"cifar10.py: the teacher {teacher} has not finished training; run it first")
+    if cfg.distill.teacher:
+        check_teacher(Path(cfg.distill.teacher))
     if run.jpeg_quality:
         reencode_jpeg(args.data, Path(cfg.data.dataset), run.jpeg_quality)
     meta = _read_json(run_dir / "driver.json") if resume else {}
@@ -216,6 +224,15 @@ def train(run: Run, seed: int, run_dir: Path, args: argparse.Namespace, command:
     error = _error(history[-1].get("val_top1")) if history else None
     print(f"{tag} finished {run_dir}" + (f": val error {error:.2f}%" if error is not None else ""), flush=True)
     return True
+
+
+def check_teacher(teacher: Path) -> None:
+    """Refuse to distil from a teacher run that has not finished, or whose weights are not on this machine."""
+    if not (teacher.parent / "summary.json").is_file():
+        raise SystemExit(f"cifar10.py: the teacher {teacher} has not finished training; run it first")
+    if not teacher.is_file():  # finished elsewhere: git keeps the run's results, not its weights
+        raise SystemExit(f"cifar10.py: the teacher {teacher} is not here (run weights are not committed); "
+                         "copy it from the machine that trained it")  # fmt: skip
 
 
 def reencoded_path(data: str, quality: int, out: Path) -> Path:
@@ -276,10 +293,10 @@ def _mean(sizes: list[int | None]) -> float:
 
 
 def check_unchanged(cfg, run_dir: Path) -> None:
-    """Refuse to skip or resume a run that was trained with other settings."""
+    """Refuse to skip or resume a run that was trained with other settings (its config.json's)."""
     new = _flatten(cfg.to_dict())
     # a setting added to resnetkit after the run started was trained at its default
-    old = _flatten(TrainConfig().to_dict()) | _flatten(load_checkpoint(run_dir / LAST)["train_config"])
+    old = _flatten(TrainConfig().to_dict()) | _flatten(run_config(run_dir)["train_config"])
     changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
                if k not in IGNORED_CHANGES and old.get(k) != new.get(k)]  # fmt: skip
     if changed:
@@ -296,9 +313,11 @@ def hardware(device: str) -> str:
 
 
 def run_record(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """One run as a JSON record: its checkpoint's config, summary.json (if finished) and log.jsonl."""
-    state = load_checkpoint(run_dir / LAST)
-    cfg, summary, log = state["train_config"], _read_json(run_dir / "summary.json"), read_log(run_dir / "log.jsonl")
+    """One run as a JSON record from the files git keeps of it: config.json, summary.json (if finished) and
+    log.jsonl, with ``meta`` (who trained it: driver.json's command and hardware, and its names in the table)."""
+    config, summary, log = run_config(run_dir), _read_json(run_dir / "summary.json"), read_log(run_dir / "log.jsonl")
+    cfg = config["train_config"]
+    epochs, steps, best_val_top1 = _progress(summary, log)
     history = [{"epoch": r["epoch"], "step": r["step"], "train_error_pct": _error(r.get("train_top1")),
                 "val_error_pct": _error(r.get("val_top1"))} for r in log]  # fmt: skip
     val_top1 = next((r["val_top1"] for r in log[::-1] if "val_top1" in r), None)
@@ -309,18 +328,35 @@ def run_record(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
         "experiment": meta.get("experiment"), "run": meta.get("run", run_dir.name), "panel": meta.get("panel", ""),
         "jpeg_quality": meta.get("jpeg_quality"),  # re-encoded at this quality (None: the images as given)
         "model": cfg["model"]["name"], "options": cfg["model"]["options"], "seed": cfg["seed"],
-        "params": _params(state["model_config"]), "recipe": meta.get("recipe"), "dataset": cfg["data"]["dataset"],
-        "val_size": cfg["data"]["val_size"], "epochs": state["epoch"], "steps": state["step"],
-        "total_steps": state["scheduler"]["total_steps"], "finished": bool(summary),
+        "params": config["params"], "recipe": meta.get("recipe"), "dataset": cfg["data"]["dataset"],
+        "val_size": cfg["data"]["val_size"], "epochs": epochs, "steps": steps,
+        "total_steps": config["total_steps"], "finished": bool(summary),
         "train_time_s": sum(r.get("epoch_time_s", 0.0) for r in log),  # all sessions, training epochs only
         "wall_time_s": summary.get("wall_time_s") if summary else None,  # the last session only, with evaluation
         "device": summary.get("device") if summary else None, "hardware": " + ".join(hardware_used),
         "train_error_pct": history[-1]["train_error_pct"] if history else None,
-        "val_error_pct": _error(val_top1), "best_val_error_pct": _error(state["best_val_top1"]),
+        "val_error_pct": _error(val_top1), "best_val_error_pct": _error(best_val_top1),
         "paper_test_error_pct": None if cfg["model"]["options"] else PAPER_TEST_ERROR.get(cfg["model"]["name"]),
         "command": meta.get("command"), "train_command": meta.get("train_command"), "run_dir": str(run_dir),
         "history": history,
     }  # fmt: skip
+
+
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.json, which the engine writes when a run starts: what was trained, and for how long."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise SystemExit(f"cifar10.py: {run_dir} has no config.json, so how it was trained is unknown; "
+                         "choose another --out")  # fmt: skip
+    return json.loads(path.read_text())
+
+
+def _progress(summary: dict[str, Any], log: list[dict[str, Any]]) -> tuple[int, int, float | None]:
+    """Epochs, steps and best validation top-1 so far: summary.json's once finished, else log.jsonl's."""
+    if summary:
+        return summary["epochs"], summary["steps"], summary["best_val_top1"]
+    last = log[-1] if log else {"epoch": 0, "step": 0}
+    return last["epoch"], last["step"], max((r["val_top1"] for r in log if "val_top1" in r), default=None)
 
 
 def write_results(experiment: str, out: Path) -> list[dict]:
@@ -343,12 +379,6 @@ def extra_record(path: str, command: str) -> dict[str, Any]:
         recipe = resnetkit_parser().parse_args(words[words.index("train"):]).recipe or "digits"
     return run_record(Path(path), {"experiment": "single", "run": Path(path).name, "recipe": recipe,
                                    "command": command})  # fmt: skip
-
-
-def _params(model_config: dict[str, Any]) -> int:
-    with torch.device("meta"):  # shapes only, no memory or initialisation cost
-        model = ResNet.from_config(ResNetConfig.from_dict(model_config))
-    return sum(p.numel() for p in model.parameters())
 
 
 def _error(top1: float | None) -> float | None:
@@ -374,7 +404,7 @@ def report(args: argparse.Namespace) -> Path:
     extra_path = args.out / "extra.json"
     commands = {r["run_dir"]: r["command"] for r in _read_json(extra_path).get("records", [])}
     commands |= dict(spec.split("=", 1) for spec in args.extra_run)
-    extra = [extra_record(path, cmd) for path, cmd in commands.items() if (Path(path) / LAST).is_file()]
+    extra = [extra_record(path, cmd) for path, cmd in commands.items() if (Path(path) / "config.json").is_file()]
     if extra:
         extra_path.parent.mkdir(parents=True, exist_ok=True)
         extra_path.write_text(json.dumps({"experiment": "single", "note": DATA_NOTE, "records": extra}, indent=1))

@@ -20,6 +20,7 @@ from PIL import Image
 
 from resnetkit.data import SkippedImageWarning
 from resnetkit.train import engine
+from resnetkit.train.checkpoint import LAST
 from resnetkit.train.report import read_log
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -39,7 +40,18 @@ def driver(monkeypatch):
 
 
 def mtimes(out: Path) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/*") if p.name in ("summary.json", "last.pt")}
+    """When training last wrote each run's config.json (at every start) and summary.json (at its end)."""
+    return {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/*") if p.name in ("config.json", "summary.json")}
+
+
+KEPT_IN_GIT = {"config.json", "summary.json", "log.jsonl", "driver.json", "curves.png", "tensorboard"}
+
+
+def as_in_git(run_dir: Path) -> None:
+    """Leave a finished run as the repository keeps it: no checkpoints, no weights."""
+    for path in run_dir.iterdir():
+        if path.name not in KEPT_IN_GIT:
+            path.unlink()
 
 
 def test_degradation_runs_skips_and_reports(driver, tmp_path, capsys):
@@ -65,9 +77,12 @@ def test_degradation_runs_skips_and_reports(driver, tmp_path, capsys):
 
     before = mtimes(out)
     assert len(before) == 4
-    driver.main(argv)  # finished runs are skipped: nothing is trained again
+    for run_dir in {p.parent for p in before}:
+        as_in_git(run_dir)
+    driver.main(argv)  # finished runs are skipped: nothing is trained again, and their records stay the same
     assert capsys.readouterr().out.count(" skipped ") == 2
     assert mtimes(out) == before
+    assert json.loads((out / "degradation.json").read_text())["records"] == records
     with pytest.raises(SystemExit, match=r"epochs: 1 -> 2"):  # other settings are refused, not skipped
         driver.main([*argv, "epochs=2"])
 
@@ -103,11 +118,14 @@ def test_cut_off_run_resumes(driver, tmp_path, monkeypatch, capsys):
         driver.main(argv)
     monkeypatch.setattr(engine, "_end_of_epoch", end_of_epoch)
     run_dir = out / "runs" / "table6" / "cifar_resnet20-seed0"
-    assert (run_dir / "last.pt").is_file() and not (run_dir / "summary.json").exists()
+    assert (run_dir / LAST).is_file() and not (run_dir / "summary.json").exists()
 
     markdown = tmp_path / "RESULTS.md"  # the report shows a run that is still training as such
     driver.main(["report", "--out", str(out), "--markdown", str(markdown), "--extra-run", f"{run_dir}=(cut off)"])
     assert "1 of ~2, still training" in markdown.read_text()
+    (cut_off,) = json.loads((out / "extra.json").read_text())["records"]  # its progress read from log.jsonl
+    assert not cut_off["finished"] and (cut_off["epochs"], cut_off["total_steps"]) == (1, 2 * cut_off["steps"])
+    assert cut_off["best_val_error_pct"] == cut_off["val_error_pct"] is not None
 
     capsys.readouterr()
     driver.main(argv)
@@ -197,7 +215,8 @@ def test_a_run_two_experiments_share_is_trained_once(driver, tmp_path, capsys):
 def test_distillation_needs_a_finished_teacher_then_teaches_resnet20(driver, tmp_path, capsys):
     out = tmp_path / "results"
     common = ["--out", str(out), *TINY]
-    with pytest.raises(SystemExit, match=r"teacher .*cifar_resnet56-seed0/last.pt has not finished training"):
+    teacher = out / "runs" / "table6" / "cifar_resnet56-seed0" / "weights.safetensors"  # its final weights
+    with pytest.raises(SystemExit, match=rf"teacher {re.escape(str(teacher))} has not finished training"):
         driver.main(["distillation", "--only", "resnet20-distilled", *common])
     driver.main(["distillation", *common])  # the teacher and the student alone are Table 6's runs
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["distillation", "table6"]
@@ -206,9 +225,13 @@ def test_distillation_needs_a_finished_teacher_then_teaches_resnet20(driver, tmp
                                            "resnet20-distilled-alpha0.5"]  # fmt: skip
     assert [r["model"] for r in records] == ["cifar_resnet56"] + ["cifar_resnet20"] * 3
     for record, alpha in zip(records[2:], (0.9, 0.5)):
-        distilled = driver.load_checkpoint(Path(record["run_dir"]) / "last.pt")["train_config"]["distill"]
-        assert distilled == {"teacher": f"{out}/runs/table6/cifar_resnet56-seed0/last.pt", "temperature": 4.0,
-                             "alpha": alpha}  # fmt: skip
+        distilled = json.loads((Path(record["run_dir"]) / "config.json").read_text())["train_config"]["distill"]
+        assert distilled == {"teacher": str(teacher), "temperature": 4.0, "alpha": alpha}
+
+    shutil.rmtree(records[2]["run_dir"])  # to train again where the teacher finished elsewhere, as in a clone
+    as_in_git(teacher.parent)
+    with pytest.raises(SystemExit, match=rf"teacher {re.escape(str(teacher))} is not here"):
+        driver.main(["distillation", "--only", "resnet20-distilled", *common])
 
 
 def test_figure_6_keeps_the_papers_error_range_only_when_our_curves_fit(driver):
