@@ -3,7 +3,7 @@
     >>> import resnetkit
     >>> model = resnetkit.create_model("cifar_resnet20")
     >>> resnetkit.list_models("cifar_resnet*")[:2]
-    ['cifar_resnet110', 'cifar_resnet1202']
+    ['cifar_resnet20', 'cifar_resnet32']
 """
 
 from .models import *  # noqa: F403  (the public model API, listed in models.__all__)

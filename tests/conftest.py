@@ -44,7 +44,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "run"
     fit(load_config("digits", ["model.options={layers: [1, 1, 1]}", "data.input_size=16", "epochs=4",
                                "progress=false", f"out={out}"]))  # fmt: skip
-    return out / "last.pt"
+    return out / "last.safetensors"
 
 
 @pytest.fixture(autouse=True)

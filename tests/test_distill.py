@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnetkit.train.checkpoint import load_checkpoint, save_checkpoint
+from resnetkit import load_model
+from resnetkit.train.checkpoint import load_checkpoint
+from resnetkit.weights import save_weights
 from resnetkit.train.config import load_config, recipe_path
 from resnetkit.train.engine import build_trainer, fit
-from resnetkit.train.evaluation import evaluate_checkpoint
+from resnetkit.workflows import evaluate_model
 from resnetkit.train.losses import distillation_loss, make_loss_fn, soft_target_loss
 
 TINY = ["model.options={layers: [1, 1, 1]}", "data.input_size=16", "data.batch_size=32", "progress=false",
@@ -90,25 +92,26 @@ def test_config_section_parses_and_checks_ranges():
 def test_student_trains_from_a_teacher_checkpoint_and_records_it(tmp_path, tiny_checkpoint):
     history = fit(tiny(tmp_path, f"distill.teacher={tiny_checkpoint}", "model.name=cifar_plain20"))
     assert history and math.isfinite(history[-1]["train_loss"])
-    state = load_checkpoint(tmp_path / "run" / "last.pt")
-    teacher_val = evaluate_checkpoint(str(tiny_checkpoint), split="val").meter.top1
-    assert state["teacher"]["checkpoint"] == str(tiny_checkpoint)
-    assert state["teacher"]["model_name"] == "cifar_resnet20"
-    assert state["teacher"]["val_top1"] == pytest.approx(teacher_val)  # measured on the student's val split
-    assert state["train_config"]["distill"]["teacher"] == str(tiny_checkpoint)
+    last = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    teacher = last.train_state["teacher"]
+    teacher_val = evaluate_model(str(tiny_checkpoint), split="val").meter.top1
+    assert teacher["checkpoint"] == str(tiny_checkpoint)
+    assert teacher["model_name"] == "cifar_resnet20"
+    assert teacher["val_top1"] == pytest.approx(teacher_val)  # measured on the student's val split
+    assert last.record.train_config["distill"]["teacher"] == str(tiny_checkpoint)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["teacher"] == state["teacher"]
+    assert summary["teacher"] == teacher
 
 
 def test_missing_teacher_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint 'no/such/teacher.pt' not found"):
+    with pytest.raises(FileNotFoundError, match="model file 'no/such/teacher.pt' not found"):
         build_trainer(tiny(tmp_path, "distill.teacher=no/such/teacher.pt"))
 
 
 def test_teacher_with_other_classes_is_a_clear_error(tmp_path, tiny_checkpoint):
-    state = load_checkpoint(tiny_checkpoint)
-    state["classes"] = list(reversed(state["classes"]))
-    path = save_checkpoint(tmp_path / "reversed.pt", state)
-    expected = r"distill.teacher .*reversed.pt predicts 10 classes \[9, 8, 7, 6, ...\] but the dataset has 10 \[0, 1"
+    model = load_model(tiny_checkpoint)
+    path = tmp_path / "reversed.safetensors"
+    save_weights(path, model, model.record.replace(classes=tuple(reversed(model.record.classes))))
+    expected = r"distill.teacher .*reversed.safetensors predicts 10 classes \[9, 8, 7, 6, ...\] but the dataset has 10 \[0, 1"
     with pytest.raises(ValueError, match=expected):
         build_trainer(tiny(tmp_path, f"distill.teacher={path}"))

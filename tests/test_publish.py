@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from resnetkit import create_model
-from resnetkit.data.download import file_digest
-from resnetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
+from resnetkit.io import file_digest
+from resnetkit.train.checkpoint import load_checkpoint
+from resnetkit.train.config import TrainConfig
+from resnetkit.train.engine import recipe_summary
 from resnetkit.weights import read_weights
-from resnetkit.weights.publish import _recipe, publish_run, run_wall_time
+from resnetkit.weights.publish import publish_run, run_wall_time
 from resnetkit.weights.registry import MANIFEST, SHIPPED, SHIPPED_ENTRIES, entry_from_dict
 
 
@@ -22,13 +24,13 @@ def test_publish_run_writes_weights_and_manifest(tiny_checkpoint, tmp_path):
     path = tmp_path / entry["filename"]
     assert entry["sha256"] == file_digest(path, "sha256")
     state, meta = read_weights(path)
-    checkpoint = load_checkpoint(tiny_checkpoint)
-    assert meta.metrics[0].top1 == pytest.approx(100 * checkpoint["metrics"]["val_top1"])
-    assert meta.extra["epochs"] == checkpoint["epoch"] and meta.extra["hardware"] == "a test CPU"
-    assert meta.extra["wall_time_s"] == pytest.approx(run_wall_time(run_dir, checkpoint["epoch"]), abs=0.1)
-    assert meta.extra["wall_time_s"] > 0
-    expected = model_from_checkpoint(checkpoint).state_dict()
-    assert all(torch.equal(state[k], expected[k]) for k in expected)  # the final weights, not the best epoch's
+    last = load_checkpoint(tiny_checkpoint)
+    epoch = last.train_state["epoch"]
+    assert meta.metrics[0].top1 == pytest.approx(100 * last.train_state["metrics"]["val_top1"])
+    assert meta.extra["epochs"] == epoch and meta.extra["hardware"] == "a test CPU"
+    assert meta.extra["wall_time_s"] == pytest.approx(run_wall_time(run_dir, epoch), abs=0.1)
+    assert meta.extra["wall_time_s"] > 0 and meta.train_config == last.record.train_config
+    assert all(torch.equal(state[k], v) for k, v in last.weights.items())  # the final weights, not the best epoch's
     manifest = json.loads((tmp_path / MANIFEST.name).read_text())
     assert [(e["arch"], e["tag"]) for e in manifest] == [(entry["arch"], "test_tag")]
     entry_from_dict(manifest[0])  # the registry can read what was written
@@ -41,9 +43,9 @@ def test_publish_again_replaces_the_entry(tiny_checkpoint, tmp_path):
 
 
 def test_recipe_says_when_a_run_trained_in_mixed_precision(tiny_checkpoint):
-    config = load_checkpoint(tiny_checkpoint)["train_config"]
-    assert config["precision"] == "fp32" and "autocast" not in _recipe(config)
-    assert _recipe({**config, "precision": "bf16"}).endswith(", bf16 autocast")
+    config = load_checkpoint(tiny_checkpoint).record.train_config
+    assert config["precision"] == "fp32" and "autocast" not in recipe_summary(TrainConfig.from_dict(config))
+    assert recipe_summary(TrainConfig.from_dict({**config, "precision": "bf16"})).endswith(", bf16 autocast")
 
 
 def test_wall_time_counts_a_resumed_epoch_once(tmp_path):
@@ -58,7 +60,7 @@ def test_wall_time_counts_a_resumed_epoch_once(tmp_path):
 def test_shipped_weights_load_offline_and_match_the_manifest(entry):
     assert file_digest(SHIPPED / entry.filename, "sha256") == entry.sha256
     model = create_model(entry.arch, pretrained=entry.tag).eval()
-    meta = model.weights_meta
+    meta = model.record
     assert meta.extra["epochs"] > 0 and meta.extra["command"] and meta.extra["hardware"]
     assert meta.metrics[0].top1 == entry.metrics[0].top1
     with torch.no_grad():

@@ -23,7 +23,6 @@ from resnetkit.weights import (
     Metric,
     Preprocess,
     WeightsError,
-    WeightsMeta,
     convert,
     infer_arch,
     load_model,
@@ -31,6 +30,7 @@ from resnetkit.weights import (
     read_weights,
     save_weights,
 )
+from resnetkit import ModelRecord
 from resnetkit.weights import registry
 from resnetkit.weights.registry import SourceFormat, WeightsEntry
 
@@ -56,19 +56,19 @@ def sha_prefix(path: Path) -> str:
 
 def test_weights_file_rebuilds_the_model_and_keeps_every_field(tmp_path):
     model = randomize_norms(resnetkit.create_model("cifar_resnet20", num_classes=3, zero_init_last=True))
-    meta = WeightsMeta("cifar_resnet20", model.config, Preprocess(32, 32, "bicubic", (0.5,) * 3, (0.25,) * 3),
+    meta = ModelRecord("cifar_resnet20", model.config, Preprocess(32, 32, "bicubic", (0.5,) * 3, (0.25,) * 3),
                        ("cat", "dog", "frog"), (Metric("cifar10-jpeg", "val", 91.5, 99.7),), recipe="cifar10_cpu",
                        source="a test", extra={"epochs": 3})  # fmt: skip
     written = save_weights(tmp_path / "w.safetensors", model, meta)
     loaded = load_model(tmp_path / "w.safetensors")
-    assert loaded.weights_meta == written and written.tensors_sha256
+    assert loaded.record == written and written.tensors_sha256
     assert loaded.config == model.config and max_diff(loaded, model, 32) == 0.0
 
 
 def test_damaged_or_foreign_files_give_one_line_errors(tmp_path):
     model = resnetkit.create_model("cifar_resnet20")
     path = tmp_path / "w.safetensors"
-    save_weights(path, model, WeightsMeta("cifar_resnet20", model.config))
+    save_weights(path, model, ModelRecord("cifar_resnet20", model.config))
     data = bytearray(path.read_bytes())
     data[-100] ^= 0xFF  # a flipped bit in the last tensor
     (tmp_path / "bad.safetensors").write_bytes(bytes(data))
@@ -96,7 +96,7 @@ def convert_and_compare(tmp_path: Path, theirs: torch.nn.Module, src_name: str, 
         torch.save(state, src)
     meta = convert(src, tmp_path / "ours.safetensors", arch)
     ours = load_model(tmp_path / "ours.safetensors")
-    assert ours.weights_meta == meta and len(meta.source_sha256) == 64
+    assert ours.record == meta and len(meta.source_sha256) == 64
     return max_diff(ours, theirs)
 
 
@@ -170,7 +170,7 @@ def test_v1_weights_convert_with_a_config_override(tmp_path):
     assert main(["convert", str(tmp_path / "v1.pth"), str(tmp_path / "v1.safetensors"), "stride_in_1x1=true"]) == 0
     ours = load_model(tmp_path / "v1.safetensors")
     assert max_diff(ours, theirs) == 0.0 and ours.config.stride_in_1x1
-    assert ours.weights_meta.source_sha256 == hashlib.sha256((tmp_path / "v1.pth").read_bytes()).hexdigest()
+    assert ours.record.source_sha256 == hashlib.sha256((tmp_path / "v1.pth").read_bytes()).hexdigest()
 
 
 # -- safety --------------------------------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def served_resnet18(server, tmp_path, monkeypatch):
 def test_registry_downloads_verifies_converts_and_caches(served_resnet18, tmp_path):
     entry, theirs, src, log = served_resnet18
     model = load_model("resnet18.test_in1k", progress=False)
-    assert max_diff(model, theirs) == 0.0 and model.weights_meta.metrics == entry.metrics
+    assert max_diff(model, theirs) == 0.0 and model.record.metrics == entry.metrics
     assert (tmp_path / "cache" / src.name).read_bytes() == src.read_bytes()
     requests = len(log)
     load_model("resnet18.test_in1k", progress=False)
@@ -253,12 +253,54 @@ def test_offline_names_the_file_to_place_and_where(tmp_path, monkeypatch):
 
 def test_pretrained_with_another_head_keeps_the_backbone(tmp_path):
     source = randomize_norms(resnetkit.create_model("resnet18"))
-    save_weights(tmp_path / "r18.safetensors", source, WeightsMeta("resnet18", source.config))
+    save_weights(tmp_path / "r18.safetensors", source, ModelRecord("resnet18", source.config))
     model = resnetkit.create_model("resnet18", pretrained=str(tmp_path / "r18.safetensors"), num_classes=10)
     assert model.fc.out_features == 10
     assert torch.equal(model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
-    with pytest.raises(WeightsError, match="another architecture"):
-        resnetkit.create_model("resnet18", pretrained=str(tmp_path / "r18.safetensors"), stride_in_1x1=True, output_stride=16)
+    expected = r"do not fit the model asked for: layer1.0.conv1.weight is \(64, 64, 3, 3\) in the weights, \(32, 64"
+    with pytest.raises(WeightsError, match=expected) as err:
+        resnetkit.create_model("resnet18", pretrained=str(tmp_path / "r18.safetensors"), widths=(32, 64, 128, 256))
+    assert "\n" not in str(err.value)
+
+
+SHAPE_KEEPING = [{"drop_path_rate": 0.2}, {"drop_rate": 0.3}, {"zero_init_last": True}, {"norm": "frozen_batch"},
+                 {"output_stride": 8}, {"num_classes": 7}, {"num_classes": 0}, {"in_chans": 1}, {"in_chans": 5}]
+
+
+@pytest.mark.parametrize("options", SHAPE_KEEPING, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_pretrained_works_with_every_option_that_keeps_the_shapes(tmp_path, options):
+    """timm's behaviour: the weights load into the model asked for; in eval mode the options that only change
+    training (stochastic depth, dropout, zero-init, frozen statistics) give the source's outputs exactly."""
+    source = randomize_norms(resnetkit.create_model("resnet18")).eval()
+    save_weights(tmp_path / "r18.safetensors", source, ModelRecord("resnet18", source.config))
+    model = resnetkit.create_model("resnet18", pretrained=str(tmp_path / "r18.safetensors"), **options).eval()
+    assert model.config == resnetkit.model_config("resnet18", **options)
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    assert torch.equal(model.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        if "in_chans" in options:  # the stem is adapted as timm does: a grey image gives its RGB twin's features
+            grey = x[:, :1]
+            ours = model.forward_features(grey if options["in_chans"] == 1 else grey.expand(-1, 5, -1, -1))
+            torch.testing.assert_close(ours, source.forward_features(grey.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-4)
+        elif "num_classes" in options:
+            torch.testing.assert_close(model.forward_head(model.forward_features(x), pre_logits=True),
+                                       source.forward_head(source.forward_features(x), pre_logits=True))  # fmt: skip
+            assert model(x).shape == (2, options["num_classes"] or 512)
+        elif "output_stride" in options:
+            assert model.forward_features(x).shape[-1] == 64 // 8  # dilated, with the same kernels
+        else:
+            assert torch.equal(model(x), source(x))
+
+
+def test_pretrained_init_is_skipped_and_the_new_head_is_initialised(tmp_path, monkeypatch):
+    source = resnetkit.create_model("resnet18")
+    save_weights(tmp_path / "r18.safetensors", source, ModelRecord("resnet18", source.config))
+    calls = []
+    monkeypatch.setattr(torch.nn.init, "kaiming_normal_", lambda t, **kw: calls.append(t.shape) or t)
+    model = resnetkit.create_model("resnet18", pretrained=str(tmp_path / "r18.safetensors"), num_classes=5)
+    assert not calls  # built on the meta device: nothing initialised that the weights replace
+    assert model.fc.weight.abs().sum() > 0 and model.fc.weight.device.type == "cpu"
 
 
 def test_registry_covers_torchvision_v1_and_v2_weights():
@@ -314,7 +356,7 @@ def test_torch_hub_loads_every_variant(tmp_path):
     entry_points = [f for f in dir(hubconf) if callable(getattr(hubconf, f)) and not f.startswith("_")]  # as hub.list
     assert sorted(entry_points) == sorted(resnetkit.list_models())
     source = randomize_norms(resnetkit.create_model("cifar_resnet20"))
-    save_weights(tmp_path / "w.safetensors", source, WeightsMeta("cifar_resnet20", source.config))
+    save_weights(tmp_path / "w.safetensors", source, ModelRecord("cifar_resnet20", source.config))
     model = torch.hub.load(str(REPO), "cifar_resnet20", source="local", pretrained=str(tmp_path / "w.safetensors"))
     assert max_diff(model, source, 32) == 0.0
     assert torch.hub.load(str(REPO), "resnext50_32x4d", source="local", num_classes=7).fc.out_features == 7
@@ -324,7 +366,7 @@ def test_eval_with_weights_uses_their_preprocessing(tmp_path, capsys):
     """`resnetkit eval --weights FILE --data ZIP`: a folder of real photos, crops of scikit-learn's samples."""
     model = randomize_norms(resnetkit.create_model("cifar_resnet20", num_classes=2))
     save_weights(tmp_path / "w.safetensors", model,
-                 WeightsMeta("cifar_resnet20", model.config, Preprocess(32, 36), ("china", "flower")))  # fmt: skip
+                 ModelRecord("cifar_resnet20", model.config, Preprocess(32, 36), ("china", "flower")))  # fmt: skip
     import zipfile
 
     with zipfile.ZipFile(tmp_path / "photos.zip", "w") as archive:

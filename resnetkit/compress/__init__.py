@@ -1,6 +1,6 @@
 """Compression that wraps or edits model instances, never forks the blocks: structured (channel and depth) and
 unstructured pruning, low-rank factorisation and knowledge distillation. Architecture edits are recorded (see
-:mod:`.surgery`) so compressed checkpoints rebuild themselves.
+:mod:`resnetkit.models.surgery`) so compressed checkpoints rebuild themselves.
 
 Every function here edits the model in place and returns a small report (MACs and parameters before and after,
 per-layer detail); ``copy.deepcopy`` the model first to keep the original.
@@ -18,7 +18,7 @@ from .prune import (
     prune_channels,
     sparsity_report,
 )
-from .surgery import apply_surgery, record_surgery, register_op, surgery_of
+from ..models.surgery import apply_surgery, record_surgery, register_op, surgery_of
 
 __all__ = [
     "apply_surgery", "record_surgery", "register_op", "surgery_of",

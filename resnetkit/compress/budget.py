@@ -140,17 +140,3 @@ def plan_for_budget(plan_at: Callable[[float], Plan], cost: Callable[[Plan], int
         if upper[key] != plan[key] and cost(trial := {**plan, key: upper[key]}) <= target:
             plan = trial
     return lo, plan
-
-
-def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Replace the submodule ``name`` (dotted path) on its parent instance."""
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name), child, module)
-
-
-def conv_like(conv: nn.Conv2d, in_channels: int, out_channels: int, **changes) -> nn.Conv2d:
-    """A new ``nn.Conv2d`` with ``conv``'s geometry, device and dtype but other channels (and any ``changes``)."""
-    options = dict(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-                   groups=conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode)  # fmt: skip
-    options.update(changes)
-    return nn.Conv2d(in_channels, out_channels, device=conv.weight.device, dtype=conv.weight.dtype, **options)

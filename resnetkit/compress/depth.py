@@ -28,8 +28,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models.blocks import ResidualUnit
-from .budget import CostChange, check_fraction, default_input_size, measure, set_submodule
-from .surgery import record_surgery, register_op
+from ..models.surgery import record_surgery, set_submodule
+from .budget import CostChange, check_fraction, default_input_size, measure
 
 
 @dataclass(frozen=True)
@@ -184,9 +184,3 @@ def _forward_from(model: nn.Module, unit_name: str, x: torch.Tensor) -> torch.Te
     for name in model.stage_names[model.stage_names.index(stage) + 1:]:
         x = getattr(model, name)(x)
     return model.forward_head(model.norm_act(model.norm(x)))
-
-
-@register_op("drop_units")
-def _replay_drop_units(model: nn.Module, record: dict[str, Any]) -> None:
-    for name in record["units"]:
-        set_submodule(model, name, nn.Identity())

@@ -40,15 +40,13 @@ from ..models.layers import SqueezeExcite
 from .budget import (
     CostChange,
     check_fraction,
-    conv_like,
     conv_macs,
     conv_sites,
     default_input_size,
     measure,
     plan_for_budget,
-    set_submodule,
 )
-from .surgery import record_surgery, register_op
+from ..models.surgery import conv_like, factor_chain, record_surgery, set_submodule, thin_channels
 
 
 class Method(enum.Enum):
@@ -216,7 +214,7 @@ def factorize_conv(conv: nn.Conv2d, ranks: tuple[int, ...]) -> tuple[nn.Sequenti
     if conv.groups != 1:
         raise ValueError(f"cannot factorise a grouped convolution (groups={conv.groups})")
     weight = conv.weight.detach().double()
-    chain = empty_chain(conv, _clamp_ranks(conv, ranks))
+    chain = factor_chain(conv, _clamp_ranks(conv, ranks))
     if method_of(conv) is Method.SVD:
         factors, approx = _svd(weight, chain[0].out_channels)
     else:
@@ -240,20 +238,6 @@ def _clamp_ranks(conv: nn.Conv2d, ranks: tuple[int, ...]) -> tuple[int, ...]:
     if expected == 1:
         return (min(ranks[0], c_in, c_out),)
     return min(ranks[0], c_in, c_out * kh * kw), min(ranks[1], c_out, c_in * kh * kw)
-
-
-def empty_chain(conv: nn.Conv2d, ranks: tuple[int, ...]) -> nn.Sequential:
-    """The factor convolutions (untrained) that replace ``conv`` at ``ranks``."""
-    if method_of(conv) is Method.SVD:
-        (rank,) = ranks
-        first = conv_like(conv, conv.in_channels, rank, bias=False)  # keeps stride and padding
-        return nn.Sequential(first, conv_like(conv, rank, conv.out_channels, stride=1, padding=0))
-    r_in, r_out = ranks
-    return nn.Sequential(
-        conv_like(conv, conv.in_channels, r_in, kernel_size=1, stride=1, padding=0, dilation=1, bias=False),
-        conv_like(conv, r_in, r_out, bias=False),
-        conv_like(conv, r_out, conv.out_channels, kernel_size=1, stride=1, padding=0, dilation=1),
-    )
 
 
 def _leading_vectors(matrix: torch.Tensor, rank: int) -> torch.Tensor:
@@ -281,10 +265,3 @@ def _svd(weight: torch.Tensor, rank: int) -> tuple[list[torch.Tensor], torch.Ten
         first = _leading_vectors(matrix.T, rank).T  # (R, C_in) orthonormal
         last = matrix @ first.T  # (C_out, R)
     return [first[..., None, None], last[..., None, None]], (last @ first).view_as(weight)
-
-
-@register_op("factorize")
-def _replay_factorize(model: nn.Module, record: dict[str, Any]) -> None:
-    """Rebuild the recorded chains with untrained factors; the state dict loaded next sets the weights."""
-    for name, ranks in record["layers"].items():
-        set_submodule(model, name, empty_chain(model.get_submodule(name), tuple(ranks)))

@@ -19,12 +19,11 @@ Efficient Neural Networks"), with ``torch.nn.utils.prune``'s masks, which stay i
 smaller compressed file (zeros compress) and a model ready for sparse kernels.
 
 All functions edit the model in place (like ``torch.nn.utils.prune``; ``copy.deepcopy`` first to keep the
-original) and record their architecture edits in ``model.surgery`` (see :mod:`.surgery`).
+original) and record their architecture edits in ``model.surgery`` (see :mod:`resnetkit.models.surgery`).
 """
 
 from __future__ import annotations
 
-import copy
 import enum
 from dataclasses import dataclass
 from typing import Any
@@ -40,15 +39,13 @@ from ..options import parse_enum
 from .budget import (
     CostChange,
     check_fraction,
-    conv_like,
     conv_macs,
     conv_sites,
     default_input_size,
     measure,
     plan_for_budget,
-    set_submodule,
 )
-from .surgery import record_surgery, register_op
+from ..models.surgery import conv_like, record_surgery, set_submodule, thin_channels
 
 PRUNABLE_NORMS = (_BatchNorm, FrozenBatchNorm2d)  # per-channel statistics: slicing them is exact
 # Per unit class: (producer conv, the norm reading it, the conv consuming it) inside the residual branch.
@@ -223,47 +220,12 @@ def _cost_model(model: nn.Module, links: list[Link], size: int, macs: int):
 @torch.no_grad()
 def thin_link(model: nn.Module, link: Link, keep: torch.Tensor) -> None:
     """Keep only channels ``keep`` (sorted indices) of ``link``: rebuild its producer, norm and consumer."""
-    conv, norm, nxt = (model.get_submodule(name) for name in (link.conv, link.norm, link.next))
-    keep = keep.to(conv.weight.device)
-    set_submodule(model, link.conv, _sliced_conv(conv, out_keep=keep))
-    set_submodule(model, link.norm, _sliced_norm(norm, keep, conv.out_channels))
-    set_submodule(model, link.next, _sliced_conv(nxt, in_keep=keep))
-
-
-def _sliced_conv(conv: nn.Conv2d, out_keep: torch.Tensor | None = None, in_keep: torch.Tensor | None = None):
-    weight = conv.weight if out_keep is None else conv.weight[out_keep]
-    weight = weight if in_keep is None else weight[:, in_keep]
-    new = conv_like(conv, weight.shape[1], weight.shape[0])
-    new.weight.copy_(weight)
-    new.weight.requires_grad_(conv.weight.requires_grad)
-    if conv.bias is not None:
-        new.bias.copy_(conv.bias if out_keep is None else conv.bias[out_keep])
-    return new
-
-
-def _sliced_norm(norm: nn.Module, keep: torch.Tensor, channels: int) -> nn.Module:
-    """A copy of a BatchNorm-like module of ``channels`` with every per-channel parameter and buffer sliced."""
-    new = copy.deepcopy(norm)
-    for name, param in norm.named_parameters(recurse=False):
-        setattr(new, name, nn.Parameter(param[keep].clone(), requires_grad=param.requires_grad))
-    for name, buffer in norm.named_buffers(recurse=False):
-        if buffer.dim() == 1 and buffer.numel() == channels:
-            new._buffers[name] = buffer[keep].clone()
-    if hasattr(new, "num_features"):
-        new.num_features = len(keep)
-    return new
+    thin_channels(model, link.conv, link.norm, link.next, keep)
 
 
 def _refuse_masks(model: nn.Module) -> None:
     if torch_prune.is_pruned(model):
         raise ValueError("the model has magnitude-pruning masks; call make_permanent(model) before structured pruning")
-
-
-@register_op("prune")
-def _replay_prune(model: nn.Module, record: dict[str, Any]) -> None:
-    """Rebuild the recorded widths (keeping the first channels; the state dict loaded next sets the weights)."""
-    for entry in record["links"]:
-        thin_link(model, Link(entry["conv"], entry["norm"], entry["next"]), torch.arange(entry["channels"]))
 
 
 # -- unstructured magnitude pruning -----------------------------------------------------------------------------
@@ -369,16 +331,3 @@ def make_permanent(model: nn.Module) -> SparsityReport:
     if names:
         record_surgery(model, {"op": "unmask", "layers": names})
     return sparsity_report(model)
-
-
-@register_op("mask")
-def _replay_mask(model: nn.Module, record: dict[str, Any]) -> None:
-    """Give the layers all-ones masks; the state dict loaded next brings the real ``weight_mask``."""
-    for name in record["layers"]:
-        torch_prune.identity(model.get_submodule(name), "weight")
-
-
-@register_op("unmask")
-def _replay_unmask(model: nn.Module, record: dict[str, Any]) -> None:
-    for name in record["layers"]:
-        torch_prune.remove(model.get_submodule(name), "weight")

@@ -22,11 +22,9 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from ..models.record import IMAGENET_MEAN, IMAGENET_STD  # defined once, with the model record's preprocessing
 from ..options import parse_enum
 from .cifar import CIFAR10_MEAN, CIFAR10_STD
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BatchMix = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

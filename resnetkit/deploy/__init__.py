@@ -6,7 +6,8 @@ ONNX Runtime, and quantization-aware training), each export checked against eage
     >>> model = create_model("cifar_resnet20").eval()
     >>> report = export_onnx(fuse_model(model), "r20.onnx", 32, reference=model)  # raises ParityError past atol
     >>> print(report.line())  # doctest: +SKIP
-    >>> calibration = calibration_images("runs/digits/best.pt", 512)  # doctest: +SKIP
+    >>> from resnetkit.workflows import calibration_images
+    >>> calibration = calibration_images("runs/digits/best.safetensors", 512)  # doctest: +SKIP
     >>> report = export_int8(model, "r20-int8.onnx", calibration)  # doctest: +SKIP
 """
 
@@ -23,12 +24,11 @@ from .export import (
     sample_images,
 )
 from .fuse import fold_norm_into_conv, foldable_pairs, fuse_model, norm_names
-from .qat import ActivationFakeQuant, WeightFakeQuant, is_qat, prepare_qat, strip_qat
+from ..models.qat import ActivationFakeQuant, WeightFakeQuant, is_qat, prepare_qat, strip_qat
 from .quantize import (
     DEFAULT_CALIBRATION,
     Calibration,
     Int8ParityReport,
-    calibration_images,
     check_int8_parity,
     export_int8,
     quantize_onnx,
@@ -39,6 +39,5 @@ __all__ = [
     "Format", "ParityReport", "ParityError", "EXPORTERS", "export_onnx", "export_torchscript", "export_program",
     "check_parity", "load_runner", "sample_images",
     "Calibration", "DEFAULT_CALIBRATION", "Int8ParityReport", "quantize_onnx", "export_int8", "check_int8_parity",
-    "calibration_images",
     "prepare_qat", "strip_qat", "is_qat", "WeightFakeQuant", "ActivationFakeQuant",
 ]  # fmt: skip

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from .export import DEFAULT_ATOL, DEFAULT_OPSET, Format, ParityError, ParityReport, check_parity, export_onnx
-from .qat import is_qat, strip_qat
+from ..models.qat import is_qat, strip_qat
 
 DEFAULT_MIN_AGREEMENT = 0.95  # int8 flips near-ties only; trained CIFAR/ImageNet ResNets agree on 98-99%+
 DEFAULT_PERCENTILE = 99.999  # ORT's default for CalibrationMethod.Percentile
@@ -220,49 +220,6 @@ def export_int8(
     if not report.ok:
         raise ParityError(report)
     return report
-
-
-def calibration_images(
-    checkpoint: str | Path | dict, count: int = 512, *, dataset: str | None = None, split: str = "train"
-) -> torch.Tensor:
-    """The first ``count`` images of a checkpoint's own training split, normalised as in training, unaugmented.
-
-    The dataset, split seed, input size and normalisation come from the checkpoint, so the images are the ones
-    (or, with ``dataset``, like the ones) the model was trained on.
-
-    Args:
-        checkpoint: a resnetkit training checkpoint, or the dict :func:`~resnetkit.train.load_checkpoint` read.
-        count: how many images; fewer come back if the split is smaller.
-        dataset: another dataset (``cifar10``, a folder or ``.zip``) in place of the checkpoint's own.
-        split: ``train`` (default), ``val`` or ``test``. A streamed folder (``in_memory: false``) has only
-            ``val`` without augmentation, and uses it.
-    """
-    from ..train.checkpoint import load_checkpoint
-    from ..train.config import TrainConfig
-    from ..train.data import build_data
-    from ..train.distributed import World
-
-    if count < 1:
-        raise ValueError(f"the number of calibration images must be at least 1, got {count}")
-    state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    cfg = TrainConfig.from_dict(state["train_config"])
-    if dataset is not None:
-        cfg = replace(cfg, data=replace(cfg.data, dataset=dataset))
-    norm = state["normalize"]
-    data = build_data(cfg, torch.device("cpu"), World(), normalize=(tuple(norm["mean"]), tuple(norm["std"])))
-    splits = data.eval_splits(include_train=True)
-    if split == "train" and split not in splits:  # a streamed folder evaluates val only
-        split = "val"
-    if split not in splits:
-        raise ValueError(f"split {split!r} does not exist for {cfg.data.dataset}; choose from {sorted(splits)}")
-    batches = splits[split]
-    images, taken = [], 0
-    for x, _ in batches:
-        images.append(x[: count - taken].float().contiguous())
-        taken += len(images[-1])
-        if taken >= count:
-            break
-    return torch.cat(images)
 
 
 class _CalibrationReader:

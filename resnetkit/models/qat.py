@@ -1,5 +1,9 @@
 """Quantization-aware training: the int8 rounding of ONNX Runtime's static quantization simulated while training.
 
+These are layers (fake-quantizing forwards on module instances, as ``torch.ao.nn.qat`` is a set of layers), so they
+live with the models: the training engine switches them on (``qat: true``) without importing :mod:`resnetkit.deploy`,
+which exports the trained model.
+
 :func:`prepare_qat` acts on module instances (no block class is copied or subclassed): every plain ``Conv2d``
 and ``Linear`` gets two non-persistent submodules and an instance ``forward`` that uses them,
 

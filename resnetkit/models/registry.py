@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import re
-from typing import Any
+from typing import Any, Callable
 
+import torch
+
+from ..io import natural_key
 from .config import ResNetConfig
 from .layers import NormLayer
 from .resnet import ResNet
@@ -17,10 +19,6 @@ def list_models(pattern: str = "*") -> list[str]:
     """Names of the variants matching a shell-style ``pattern`` (``"cifar_*"``, ``"*resnext*"``), in natural
     order (``resnet18`` before ``resnet101``)."""
     return sorted((name for name in VARIANTS if fnmatch.fnmatchcase(name, pattern)), key=natural_key)
-
-
-def natural_key(name: str) -> list[str | int]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def get_variant(name: str) -> Variant:
@@ -38,6 +36,18 @@ def model_config(name: str, **overrides: Any) -> ResNetConfig:
     return get_variant(name).config.replace(**overrides)
 
 
+# Loads pretrained weights into a model built on the meta device: (model, arch, pretrained) -> model. The weights
+# layer, above this one, installs it (see resnetkit.weights.hub); the models layer never imports weights.
+PretrainedLoader = Callable[[ResNet, str, Any], ResNet]
+_pretrained_loader: PretrainedLoader | None = None
+
+
+def set_pretrained_loader(loader: PretrainedLoader) -> None:
+    """Install the function that ``create_model(..., pretrained=...)`` calls (done by :mod:`resnetkit.weights`)."""
+    global _pretrained_loader
+    _pretrained_loader = loader
+
+
 def create_model(
     name: str, pretrained: bool | str = False, norm_layer: NormLayer | None = None, **overrides: Any
 ) -> ResNet:
@@ -46,7 +56,9 @@ def create_model(
     Args:
         name: a name from :func:`list_models`; ``"resnet50.tv_in1k"`` also names the weights.
         pretrained: ``True`` for the variant's default weights, a tag (``"tv_in1k"``), a registry name or a
-            resnetkit weights file (see ``resnetkit.weights``).
+            resnetkit weights file (see ``resnetkit.weights``). Any override that keeps the parameters' shapes
+            works with weights (``drop_path_rate``, ``output_stride``, ``norm="frozen_batch"``, ...);
+            ``num_classes`` gets a new classifier and ``in_chans`` an adapted stem, as in timm.
         norm_layer: a norm callable overriding the config's ``norm`` (e.g. ``torchvision.ops.FrozenBatchNorm2d``).
         **overrides: :class:`ResNetConfig` fields, e.g. ``num_classes=10, in_chans=1, output_stride=16,
             drop_path_rate=0.1, zero_init_last=True, norm="group", shortcut="B", stride_in_1x1=True``.
@@ -57,9 +69,11 @@ def create_model(
         {'num_chs': 2048, 'reduction': 32, 'module': 'layer4'}
     """
     name, _, tag = name.partition(".")
-    model = ResNet.from_config(model_config(name, **overrides), norm_layer=norm_layer)
-    if pretrained or tag:
-        from ..weights.hub import load_pretrained  # weights depend on models, not the other way round
-
-        load_pretrained(model, name, tag or pretrained)
-    return model
+    config = model_config(name, **overrides)
+    if not (pretrained or tag):
+        return ResNet.from_config(config, norm_layer=norm_layer)
+    if _pretrained_loader is None:
+        raise RuntimeError("no weights loader installed; import resnetkit (or resnetkit.weights) first")
+    with torch.device("meta"):  # no time spent initialising what the weights replace
+        model = ResNet.from_config(config, norm_layer=norm_layer)
+    return _pretrained_loader(model, name, tag or pretrained)

@@ -16,7 +16,7 @@ IMAGENET_DEPTHS = {18: (BASIC, (2, 2, 2, 2)), 34: (BASIC, (3, 4, 6, 3)), 50: (BO
                    101: (BOTTLENECK, (3, 4, 23, 3)), 152: (BOTTLENECK, (3, 8, 36, 3)), 200: (BOTTLENECK, (3, 24, 36, 3))}  # fmt: skip
 
 
-class Metric(enum.Enum):
+class PaperMetric(enum.Enum):
     MACS = "MACs"
     PARAMS = "params"
 
@@ -25,7 +25,7 @@ class Metric(enum.Enum):
 class PaperFigure:
     """A published figure for a variant, measured in ``setting`` (config overrides, e.g. v1 stride placement)."""
 
-    metric: Metric
+    metric: PaperMetric
     value: float
     source: str
     setting: dict[str, Any] = field(default_factory=dict)
@@ -61,11 +61,11 @@ def wide_cifar(depth: int, k: int) -> ResNetConfig:
 
 def table1(macs: float) -> PaperFigure:
     """He et al. 2015, Table 1: multiply-adds at 224x224 with the paper's v1 stride placement."""
-    return PaperFigure(Metric.MACS, macs, "He et al. 2015, Table 1", {"stride_in_1x1": True})
+    return PaperFigure(PaperMetric.MACS, macs, "He et al. 2015, Table 1", {"stride_in_1x1": True})
 
 
 def params(millions: float, source: str) -> PaperFigure:
-    return PaperFigure(Metric.PARAMS, millions * 1e6, source)
+    return PaperFigure(PaperMetric.PARAMS, millions * 1e6, source)
 
 
 TABLE6 = "He et al. 2015, Table 6"
@@ -89,7 +89,7 @@ VARIANTS: dict[str, Variant] = {
     "resnext101_64x4d": Variant(imagenet(101, groups=64, width_per_group=4)),
     "wide_resnet50_2": Variant(imagenet(50, width_per_group=128)),
     "wide_resnet101_2": Variant(imagenet(101, width_per_group=128)),
-    "seresnet50": Variant(imagenet(50, se_reduction=16), paper=PaperFigure(Metric.MACS, 3.87e9, SENET, {"stride_in_1x1": True})),
+    "seresnet50": Variant(imagenet(50, se_reduction=16), paper=PaperFigure(PaperMetric.MACS, 3.87e9, SENET, {"stride_in_1x1": True})),
     "seresnext50_32x4d": Variant(imagenet(50, groups=32, width_per_group=4, se_reduction=16)),
     "preact_resnet18": Variant(imagenet(18, preact=True)),
     "preact_resnet34": Variant(imagenet(34, preact=True)),

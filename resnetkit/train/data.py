@@ -30,6 +30,7 @@ from ..data import (
     train_transform,
     train_val_split,
 )
+from ..models import IMAGENET_MEAN, IMAGENET_STD
 from .config import DataSection, TrainConfig
 from .distributed import World, shard
 
@@ -120,10 +121,10 @@ def build_data(cfg: TrainConfig, device: torch.device, world: World,
     mean, std = normalize or channel_stats(splits["train"].images)
     aug = _augment_config(d, mean, std)
     dtype_kw = {"channels_last": cfg.channels_last}
-    try:
+    if BatchTransform.can_augment(aug):
         train = DeviceLoader(splits["train"], d.batch_size, BatchTransform.from_config(aug, train=True, **dtype_kw),
                              device=device, drop_last=True, seed=cfg.seed, mix=batch_mix(aug, len(splits["train"].classes)))  # fmt: skip
-    except ValueError:  # augmentation that only exists per sample: decoded images through DataLoader workers
+    else:  # augmentation that only exists per sample: decoded images through DataLoader workers
         train = _loader(_Transformed(splits["train"], train_transform(aug)), d, world, cfg.seed, train=True, aug=aug)
     evals = {name: DeviceLoader(part, d.eval_batch_size, BatchTransform.from_config(aug, train=False, **dtype_kw),
                                 device=device, shuffle=False)
@@ -134,7 +135,7 @@ def build_data(cfg: TrainConfig, device: torch.device, world: World,
 def _streaming_data(cfg: TrainConfig, device: torch.device, world: World, normalize) -> RunData:
     """A folder too big to decode at once: per-sample decoding and augmentation in DataLoader workers."""
     d = cfg.data
-    mean, std = normalize or ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # ImageNet statistics
+    mean, std = normalize or (IMAGENET_MEAN, IMAGENET_STD)
     aug = _augment_config(d, mean, std)
     train_set = ImageFolderDataset(d.dataset, train_transform(aug))
     eval_set = ImageFolderDataset(d.dataset, eval_transform(aug))

@@ -7,7 +7,10 @@ its last checkpoint continues exactly as if it had never stopped.
 
 The objective is one ``loss_fn(logits, targets, images)`` built once (cross-entropy, or knowledge distillation
 from ``distill.teacher``; see :mod:`.losses`). With ``init_from`` the network (architecture, surgery edits and
-weights) comes from a checkpoint instead of a fresh variant.
+weights) comes from any model file or registry name instead of a fresh variant.
+
+Checkpoints are resnetkit model files (see :mod:`.checkpoint`): ``last.safetensors`` with the training state,
+``best.safetensors`` and, at the end, ``weights.safetensors`` with the weights and their record alone.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .. import runtime
-from ..compress.surgery import surgery_of
-from ..deploy.qat import prepare_qat
-from ..models import ResNet, create_model
+from ..io import atomic_write
+from ..models import Metric, ModelRecord, Preprocess, ResNet, create_model, get_variant
+from ..models.qat import prepare_qat
+from ..models.surgery import surgery_of
+from ..weights import load_model
 from . import distributed as D
-from .checkpoint import (BEST, LAST, atomic_write, export_safetensors, load_checkpoint, model_from_checkpoint,
-                         save_checkpoint)  # fmt: skip
+from .checkpoint import BEST, LAST, WEIGHTS, Checkpoint, resumable_state, save_checkpoint
 from .config import ModelSection, TrainConfig
 from .data import RunData, build_data
 from .losses import LossFn, check_classes, load_teacher, make_loss_fn
@@ -101,22 +105,27 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
 
 
 def initial_model(cfg: TrainConfig, data: RunData, world: D.World) -> tuple[TrainConfig, ResNet]:
-    """A fresh ``cfg.model`` variant, or with ``init_from`` that checkpoint's network and weights (EMA if any).
+    """A fresh ``cfg.model`` variant, or with ``init_from`` that model file's network and weights.
 
-    The checkpoint decides the architecture (variant, options and surgery edits): the returned config's model
-    section is the checkpoint's, replacing the recipe's (a note is printed when they differ).
+    The file decides the architecture (variant, options and surgery edits): the returned config's model section is
+    the file's, replacing the recipe's (a note is printed when they differ).
     """
     if not cfg.init_from:
         return cfg, create_model(cfg.model.name, num_classes=data.num_classes, in_chans=data.in_chans,
                                  **cfg.model.options)  # fmt: skip
-    state = load_checkpoint(cfg.init_from)
-    check_classes(state["classes"], data.classes, f"init_from {cfg.init_from}")
-    options = state.get("train_config", {}).get("model", {}).get("options", {})
-    section = ModelSection(state["model_name"], dict(options))
+    model = load_model(cfg.init_from)
+    check_classes(list(model.record.classes), data.classes, f"init_from {cfg.init_from}")
+    section = ModelSection(model.record.arch, _options_of(model.record))
     if section != cfg.model and world.is_main:
-        print(f"init_from: the architecture is {cfg.init_from}'s ({section.name}, {len(state.get('surgery') or [])} "
+        print(f"init_from: the architecture is {cfg.init_from}'s ({section.name}, {len(model.record.edits)} "
               f"surgery edits); the config's model section ({cfg.model.name}) is not used")  # fmt: skip
-    return dataclasses.replace(cfg, model=section), model_from_checkpoint(state)
+    return dataclasses.replace(cfg, model=section), model
+
+
+def _options_of(record: ModelRecord) -> dict[str, Any]:
+    """The model options that turn the record's variant into its config (what ``model.options`` would say)."""
+    ours, default = record.config.to_dict(), get_variant(record.arch).config.to_dict()
+    return {k: v for k, v in ours.items() if v != default[k] and k not in ("num_classes", "in_chans")}
 
 
 def _teacher(cfg: TrainConfig, data: RunData, device: torch.device, world: D.World) -> tuple[nn.Module | None, Any]:
@@ -214,7 +223,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
     t = build_trainer(cfg)
     started = time.perf_counter()
     if resume:
-        _restore(t, load_checkpoint(t.out / LAST, map_location=t.device))
+        _restore(t, resumable_state(t.out / LAST))
     log = RunLog(t.out, resume=resume) if t.world.is_main else None
     if t.world.is_main:
         _write_run_config(t)
@@ -253,30 +262,54 @@ def _end_of_epoch(t: Trainer, record: dict[str, Any], log: RunLog) -> None:
     log.write(record)
     is_best = record.get("val_top1", -1.0) > t.best_val
     t.best_val = max(t.best_val, record.get("val_top1", -1.0))
-    state = _state(t, record)
-    save_checkpoint(t.out / LAST, state)
+    weights, model_record = _eval_weights(t), _record(t, record)
+    save_checkpoint(t.out / LAST, weights, model_record, _train_state(t, record))
     if is_best:
-        save_checkpoint(t.out / BEST, state)
+        save_checkpoint(t.out / BEST, weights, model_record)
     plot_curves(t.history, t.out / "curves.png", title=f"{t.cfg.model.name} on {t.cfg.data.dataset}")
     if t.cfg.progress:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k in ("train_loss", "val_loss", "val_top1"))
         tqdm.write(f"epoch {t.epoch}/{epochs_of(t)}: {shown}")
 
 
-def _state(t: Trainer, record: dict[str, Any]) -> dict[str, Any]:
+def _eval_weights(t: Trainer) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint offers for evaluation and deployment: the EMA when the run keeps one."""
+    return t.eval_model.state_dict()
+
+
+def _record(t: Trainer, epoch_record: dict[str, Any]) -> ModelRecord:
+    """What the run's weights are: architecture and edits, data preprocessing, classes, this epoch's validation
+    accuracy on the run's own split, and the training config that rebuilds that split."""
+    d = t.cfg.data
+    metrics = ()
+    if "val_top1" in epoch_record:
+        split = f"val ({int(d.val_size) if d.val_size >= 1 else f'{d.val_size:.0%}'} held out, split_seed {d.split_seed})"
+        top5 = 100 * epoch_record["val_top5"] if "val_top5" in epoch_record else None
+        metrics = (Metric(d.dataset, split, 100 * epoch_record["val_top1"], top5),)
+    return ModelRecord(
+        t.cfg.model.name, t.model.config, tuple(surgery_of(t.model)), Preprocess.square(d.input_size, t.data.mean, t.data.std),
+        tuple(t.data.classes), metrics, recipe_summary(t.cfg), t.cfg.to_dict(), source=f"resnetkit training run {t.out}",
+        extra={"epoch": t.epoch, "step": t.step, "ema": t.ema is not None},
+    )  # fmt: skip
+
+
+def recipe_summary(cfg: TrainConfig) -> str:
+    """The recipe in one line: optimizer, schedule, batch, length, augmentation, precision."""
+    o, d = cfg.optim, cfg.data
+    length = f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs} epochs"
+    text = (f"SGD lr {o.lr} ({o.schedule.value}), momentum {o.momentum}, wd {o.weight_decay}, batch {d.batch_size}, "
+            f"{length}, {d.augment.value} augmentation")  # fmt: skip
+    return text if cfg.precision.value == "fp32" else f"{text}, {cfg.precision.value} autocast"
+
+
+def _train_state(t: Trainer, record: dict[str, Any]) -> dict[str, Any]:
+    """Everything ``--resume`` needs besides the evaluation weights."""
     return {
-        "model_name": t.cfg.model.name,
-        "model_config": t.model.config.to_dict(),
-        "surgery": surgery_of(t.model),
-        "train_config": t.cfg.to_dict(),
-        "classes": t.data.classes,
-        "normalize": {"mean": list(t.data.mean), "std": list(t.data.std), "input_size": t.cfg.data.input_size},
-        "model": t.model.state_dict(),
-        "ema": t.ema.module.state_dict() if t.ema is not None else None,
+        "model": t.model.state_dict() if t.ema is not None else None,  # the raw weights, when the EMA is saved
         "ema_updates": int(t.ema.n_averaged) if t.ema is not None else 0,
         "optimizer": t.optimizer.state_dict(),
         "scaler": t.scaler.state_dict(),
-        "scheduler": {"kind": t.cfg.optim.schedule.value, "step": t.step, "total_steps": t.total_steps},
+        "total_steps": t.total_steps,
         "rng": runtime.rng_state(),
         "step": t.step,
         "epoch": t.epoch,
@@ -286,11 +319,12 @@ def _state(t: Trainer, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _restore(t: Trainer, state: dict[str, Any]) -> None:
-    t.model.load_state_dict(state["model"])
-    if t.ema is not None and state["ema"] is not None:
-        t.ema.module.load_state_dict(state["ema"])
+def _restore(t: Trainer, checkpoint: Checkpoint) -> None:
+    state = checkpoint.train_state
+    if t.ema is not None:
+        t.ema.module.load_state_dict(checkpoint.weights)
         t.ema.n_averaged.fill_(state["ema_updates"])
+    t.model.load_state_dict(state["model"] if state["model"] is not None else checkpoint.weights)
     t.optimizer.load_state_dict(state["optimizer"])
     t.scaler.load_state_dict(state["scaler"])
     runtime.set_rng_state(state["rng"])
@@ -321,7 +355,7 @@ def _finish(t: Trainer, wall_time: float) -> dict[str, Any]:
         "teacher": t.teacher,
         "checkpoint": str(t.out / LAST),
     }
-    export_safetensors(_state(t, t.history[-1] if t.history else {}), t.out / "weights.safetensors")
+    save_checkpoint(t.out / WEIGHTS, _eval_weights(t), _record(t, t.history[-1] if t.history else {}))
     atomic_write(t.out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     line = ", ".join(f"{split} top-1 {100 * m['top1']:.2f}%" for split, m in final.items())
     print(f"done: {t.cfg.model.name} on {t.cfg.data.dataset}, {t.epoch} epochs in {wall_time:.0f} s; {line}; "

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from ..weights import load_model
 from .config import TrainConfig
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets, images) -> loss
@@ -80,17 +80,18 @@ def load_teacher(
     device: torch.device,
     memory_format: torch.memory_format = torch.preserve_format,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """A frozen teacher in eval mode on ``device`` from a resnetkit checkpoint, and a record of where it came from.
+    """A frozen teacher in eval mode on ``device`` from any model file or registry name, and a record of where it
+    came from.
 
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: the teacher does not predict ``classes`` (same names, same order).
     """
-    state = load_checkpoint(path, map_location="cpu")
-    check_classes(state["classes"], classes, f"distill.teacher {path}")
-    teacher = model_from_checkpoint(state).to(device, memory_format=memory_format).eval()
+    teacher = load_model(path)
+    check_classes(list(teacher.record.classes), classes, f"distill.teacher {path}")
+    teacher = teacher.to(device, memory_format=memory_format).eval()
     teacher.requires_grad_(False)
-    return teacher, {"checkpoint": str(path), "model_name": state["model_name"]}
+    return teacher, {"checkpoint": str(path), "model_name": teacher.record.arch}
 
 
 def check_classes(theirs: list[str], ours: list[str], what: str) -> None:

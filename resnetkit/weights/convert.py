@@ -1,10 +1,11 @@
-"""Convert other libraries' checkpoints into resnetkit weights files.
+"""Read other libraries' checkpoints as resnetkit weights: in memory (:func:`read_any`, what ``load_model`` uses)
+or into a resnetkit file (:func:`convert`).
 
 torchvision's and timm's ResNets use resnetkit's parameter names, so their checkpoints need no renaming; what
 varies is the wrapping: ``module.`` prefixes from DataParallel/DDP, ``_orig_mod.`` from ``torch.compile``, and
 training-script dicts that keep the weights under ``state_dict``, ``model``, ``model_ema``, ... Keras Applications
-files (``.h5``) go through :mod:`resnetkit.weights.keras`. Every file is read without running code:
-safetensors, or ``torch.load(weights_only=True)``.
+files (``.h5``) go through :mod:`resnetkit.weights.keras`, and resnetkit 0.1 training checkpoints (``last.pt``)
+keep their record. Every file is read without running code: safetensors, or ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import safetensors.torch
 import torch
 from torchvision.models import ResNet50_Weights
 
-from ..data.download import file_digest
-from ..models import VARIANTS, create_model, model_config
-from .format import FORMAT, Preprocess, WeightsError, WeightsMeta, first_line, model_with, read_weights, save_weights
+from ..io import file_digest, first_line
+from ..models import VARIANTS, Metric, ModelRecord, Preprocess, ResNetConfig, create_model, model_config
+from ..models.record import default_preprocess
+from .format import WeightsError, is_resnetkit_file, model_with, read_weights, save_weights
 
+CHECKPOINT_V0 = "resnetkit.checkpoint/1"  # training checkpoints (last.pt, best.pt) of resnetkit 0.1
 WRAPPER_KEYS = ("state_dict", "model", "module", "net")  # where training scripts keep the weights
 EMA_KEYS = ("model_ema", "state_dict_ema", "ema")
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
@@ -46,11 +49,14 @@ def read_state_dict(path: str | Path, ema: bool = False) -> dict[str, torch.Tens
             return _strip_prefixes(safetensors.torch.load_file(path))
         except Exception as err:
             raise WeightsError(f"{path} is not a readable safetensors file ({first_line(err)})") from None
+    return _strip_prefixes(_unwrap(_torch_load(path), ema, path))
+
+
+def _torch_load(path: Path) -> Any:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for pickles that hold code, RuntimeError for damaged zips, ...
         raise WeightsError(f"{path} cannot be loaded safely ({first_line(err)})") from None
-    return _strip_prefixes(_unwrap(obj, ema, path))
 
 
 def _unwrap(obj: Any, ema: bool, path: Path) -> dict[str, torch.Tensor]:
@@ -112,37 +118,92 @@ def _shapes(name: str) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def convert_state_dict(
-    state_dict: dict[str, torch.Tensor],
-    dst: str | Path,
-    arch: str | None = None,
-    *,
-    overrides: dict[str, Any] | None = None,
-    **meta: Any,
-) -> WeightsMeta:
-    """Check a state dict against a variant (strictly) and write it as resnetkit weights.
+def record_for_state_dict(
+    state_dict: dict[str, torch.Tensor], arch: str | None = None, *, overrides: dict[str, Any] | None = None, **meta: Any
+) -> ModelRecord:
+    """The record of torchvision/timm-named tensors, checked against the variant strictly.
 
     Args:
-        state_dict: torchvision/timm-named tensors.
-        dst: the ``.safetensors`` file to write.
+        state_dict: the tensors.
         arch: variant name; inferred from the tensors when ``None``.
         overrides: config overrides the weights need (e.g. ``{"stride_in_1x1": True}`` for v1 weights).
-        **meta: :class:`WeightsMeta` fields (``preprocess``, ``metrics``, ``source``, ...); ``classes`` default to
+        **meta: :class:`ModelRecord` fields (``preprocess``, ``metrics``, ``source``, ...); ``classes`` default to
             ImageNet's when the classifier has 1000 outputs.
     """
     arch = arch or infer_arch(state_dict)
     num_classes = state_dict["fc.weight"].shape[0] if "fc.weight" in state_dict else 0
-    model = model_with(model_config(arch, **{**(overrides or {}), "num_classes": num_classes}), state_dict,
-                       source=meta.get("source") or "weights")  # fmt: skip
-    default_classes = IMAGENET_CLASSES if num_classes == 1000 else tuple(str(i) for i in range(num_classes))
-    meta.setdefault("classes", default_classes)
-    return save_weights(dst, model, WeightsMeta(arch, model.config, **meta))
+    config = model_config(arch, **{**(overrides or {}), "num_classes": num_classes})
+    meta.setdefault("classes", IMAGENET_CLASSES if num_classes == 1000 else tuple(str(i) for i in range(num_classes)))
+    meta.setdefault("preprocess", default_preprocess(config))
+    record = ModelRecord(arch, config, **meta)
+    model_with(record, state_dict, source=meta.get("source") or "weights")  # strict check of names and shapes
+    return record
 
 
-def convert(src: str | Path, dst: str | Path, arch: str | None = None, *, ema: bool = False, **overrides: Any) -> WeightsMeta:
-    """Convert a torchvision/timm/training checkpoint or a Keras Applications ``.h5`` file into resnetkit weights.
+def convert_state_dict(
+    state_dict: dict[str, torch.Tensor], dst: str | Path, arch: str | None = None, *,
+    overrides: dict[str, Any] | None = None, **meta: Any,
+) -> ModelRecord:  # fmt: skip
+    """Check a state dict against a variant (strictly) and write it as a resnetkit file; see
+    :func:`record_for_state_dict` for the arguments."""
+    return save_weights(dst, state_dict, record_for_state_dict(state_dict, arch, overrides=overrides, **meta))
 
-    ``resnetkit.load_model(dst)`` then rebuilds the model from ``dst`` alone.
+
+def read_any(src: str | Path, arch: str | None = None, *, ema: bool = False, **overrides: Any
+             ) -> tuple[dict[str, torch.Tensor], ModelRecord]:  # fmt: skip
+    """The tensors and record of any checkpoint resnetkit reads: its own files (every version, training
+    checkpoints included), torchvision/timm/DDP/training-script checkpoints and Keras Applications ``.h5``.
+
+    Args:
+        src: ``.safetensors``, ``.pth``/``.pt``/``.bin`` or Keras ``.h5``/``.weights.h5``.
+        arch: variant name for foreign checkpoints (Keras: ``resnet50``, ``resnet50v2``, ...); inferred when ``None``.
+        ema: prefer the EMA weights of a foreign training checkpoint.
+        **overrides: config overrides for foreign checkpoints, e.g. ``stride_in_1x1=True``.
+    """
+    src = Path(src)
+    if not src.is_file():
+        raise FileNotFoundError(f"checkpoint {str(src)!r} not found")
+    if src.suffix == ".safetensors" and is_resnetkit_file(src):
+        return read_weights(src)
+    digest = file_digest(src)
+    if src.suffix == ".h5":
+        from .keras import convert_keras  # h5py is slow to import; only Keras files need it
+
+        model, info = convert_keras(src, arch)
+        preprocess = Preprocess(info["crop_size"], info["resize_size"], info["interpolation"], info["mean"], info["std"])
+        state = model.state_dict()
+        return state, record_for_state_dict(state, info["arch"], overrides=info["overrides"], preprocess=preprocess,
+                                            source=info["source"], source_sha256=digest)  # fmt: skip
+    if src.suffix != ".safetensors":
+        obj = _torch_load(src)
+        if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_V0:
+            return _read_checkpoint_v0(obj, src)
+        state = _strip_prefixes(_unwrap(obj, ema, src))
+    else:
+        state = read_state_dict(src)
+    return state, record_for_state_dict(state, arch, overrides=overrides, source=str(src), source_sha256=digest)
+
+
+def _read_checkpoint_v0(state: dict[str, Any], path: Path) -> tuple[dict[str, torch.Tensor], ModelRecord]:
+    """A resnetkit 0.1 training checkpoint (``last.pt``/``best.pt``): its EMA weights when it kept them."""
+    tensors = state["ema"] if state.get("ema") is not None else state["model"]
+    norm, metrics = state["normalize"], state.get("metrics") or {}
+    train_config = state.get("train_config") or {}
+    dataset = train_config.get("data", {}).get("dataset", "")
+    top5 = 100 * metrics["val_top5"] if "val_top5" in metrics else None
+    measured = (Metric(dataset, "val", 100 * metrics["val_top1"], top5),) if "val_top1" in metrics else ()
+    record = ModelRecord(state["model_name"], ResNetConfig.from_dict(state["model_config"]),
+                         tuple(state.get("surgery") or ()), Preprocess.square(norm["input_size"], norm["mean"], norm["std"]),
+                         tuple(state["classes"]), measured, train_config=train_config, source=str(path),
+                         extra={"epoch": state.get("epoch"), "step": state.get("step")})  # fmt: skip
+    return tensors, record
+
+
+def convert(src: str | Path, dst: str | Path, arch: str | None = None, *, ema: bool = False, **overrides: Any) -> ModelRecord:
+    """Convert a torchvision/timm/training checkpoint or a Keras Applications ``.h5`` file into a resnetkit file.
+
+    ``resnetkit.load_model(dst)`` then rebuilds the model from ``dst`` alone (as it would from ``src``: the
+    conversion is what :func:`read_any` does in memory, saved).
 
     Args:
         src: ``.pth``/``.pt``/``.bin``/``.safetensors`` checkpoint, or Keras ``.h5``/``.weights.h5``.
@@ -151,25 +212,4 @@ def convert(src: str | Path, dst: str | Path, arch: str | None = None, *, ema: b
         ema: prefer the EMA weights of a training checkpoint.
         **overrides: config overrides, e.g. ``stride_in_1x1=True``.
     """
-    src = Path(src)
-    digest = file_digest(src) if src.is_file() else ""
-    if src.suffix == ".h5":
-        from .keras import convert_keras
-
-        model, info = convert_keras(src, arch)
-        preprocess = Preprocess(info["crop_size"], info["resize_size"], info["interpolation"], info["mean"], info["std"])
-        return convert_state_dict(model.state_dict(), dst, info["arch"], overrides=info["overrides"],
-                                  preprocess=preprocess, source=info["source"], source_sha256=digest)  # fmt: skip
-    if src.suffix == ".safetensors" and _is_resnetkit(src):
-        state, meta = read_weights(src)
-        return save_weights(dst, state, meta)
-    return convert_state_dict(read_state_dict(src, ema), dst, arch, overrides=overrides, source=str(src),
-                              source_sha256=digest)  # fmt: skip
-
-
-def _is_resnetkit(path: Path) -> bool:
-    try:
-        with safetensors.safe_open(path, framework="pt") as f:
-            return (f.metadata() or {}).get("format") == FORMAT
-    except Exception as err:
-        raise WeightsError(f"{path} is not a readable safetensors file ({first_line(err)})") from None
+    return save_weights(dst, *read_any(src, arch, ema=ema, **overrides))

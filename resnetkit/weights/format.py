@@ -1,9 +1,18 @@
-"""The resnetkit weights file: safetensors tensors plus JSON metadata that make the file self-describing.
+"""The resnetkit model file: safetensors tensors plus a :class:`~resnetkit.models.ModelRecord` as JSON metadata.
 
-The metadata hold the architecture (variant name and full :class:`ResNetConfig`), the preprocessing the weights
-expect, the class names, the metrics with the dataset and split they were measured on, the recipe, the source and
-a SHA-256 of the tensors, checked on every read. safetensors holds raw tensors only, so reading a file cannot run
-code, unlike a pickled ``.pth``.
+One format for everything resnetkit writes: a training run's ``last.safetensors``/``best.safetensors``/
+``weights.safetensors``, a converted checkpoint, a published weights file. The metadata hold the record (variant
+and full config, architecture edits, preprocessing, classes, metrics, recipe and training config, provenance) and a
+SHA-256 of the model's tensors, checked on every read. safetensors holds raw tensors only, so reading a file cannot
+run code, unlike a pickled ``.pth``.
+
+A training checkpoint is the same file with an optional second part, the training state needed to resume
+(optimizer, grad scaler, RNG states, step, the raw weights when the model tensors are an EMA): its tensors are stored
+under the ``train_state/`` prefix and its structure as JSON, so :func:`read_weights` (what every loader uses) never
+reads them and publishing a run is copying its model part.
+
+Files of earlier versions keep loading: ``resnetkit.weights/1`` (a record without edits or training config) and
+the bare ``resnetkit`` tag of the run weights of version 0.1.
 """
 
 from __future__ import annotations
@@ -11,111 +20,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import safetensors
 import safetensors.torch
 import torch
 from torch import nn
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..models import ResNet, ResNetConfig
-from ..options import parse_enum
-from ..train.checkpoint import atomic_write
+from ..io import atomic_write, first_line
+from ..models import ModelRecord, ResNet, ResNetConfig
+from ..models.record import default_preprocess
 
-FORMAT = "resnetkit.weights/1"
+FORMAT = "resnetkit.model/2"
+FORMAT_V1 = "resnetkit.weights/1"  # published weights of version 0.1: the record as it is now, fewer fields
+FORMAT_V0 = "resnetkit"  # run weights of version 0.1: model name, config, classes and edits only
+TRAIN_PREFIX = "train_state/"  # tensors of the training state, kept apart from the model's
+WeightsMeta = ModelRecord  # the record's name in version 0.1
 
 
 class WeightsError(ValueError):
     """A file that is not resnetkit weights, is damaged, or does not fit the model; the message is one line."""
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How images must be prepared for the weights, as torchvision's ``ImageClassification`` does: resize the
-    shorter side to ``resize_size`` (antialiased), center-crop ``crop_size``, scale to [0, 1], normalise by
-    ``mean``/``std`` (per channel, [0, 1] units)."""
-
-    crop_size: int = 224
-    resize_size: int = 256
-    interpolation: InterpolationMode = InterpolationMode.BILINEAR
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "interpolation", parse_enum(InterpolationMode, self.interpolation, "interpolation"))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        if len(self.mean) != len(self.std) or min(self.std) <= 0 or self.resize_size < self.crop_size:
-            raise ValueError(f"bad preprocessing {self}: need len(mean) == len(std), std > 0, resize >= crop")
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        """``(C, H, W)`` uint8 image -> ``(C, crop, crop)`` normalised float32."""
-        x = TF.resize(image, [self.resize_size], self.interpolation, antialias=True)
-        x = TF.center_crop(x, [self.crop_size, self.crop_size])
-        x = TF.to_dtype(x, torch.float32, scale=True)
-        return TF.normalize(x, list(self.mean), list(self.std))
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A measured result: ``top1``/``top5`` in percent on ``split`` of ``dataset``."""
-
-    dataset: str
-    split: str
-    top1: float
-    top5: float | None = None
-
-
-@dataclass(frozen=True)
-class WeightsMeta:
-    """Everything needed to rebuild, feed and trust a set of weights.
-
-    Args:
-        arch: variant name in :func:`resnetkit.list_models`.
-        config: the exact architecture (the variant's config with any overrides).
-        preprocess: resize, crop, interpolation, mean and std the weights expect.
-        classes: class names in output order.
-        metrics: measured accuracies with their dataset and split.
-        recipe: how the weights were trained (a recipe name, file or URL).
-        source: where they came from (URL, converted file, training run).
-        source_sha256: SHA-256 of the file they were converted from, if any.
-        tensors_sha256: SHA-256 of the tensors (names, dtypes, shapes, bytes), set by :func:`save_weights`.
-        extra: free-form provenance (epochs, hardware, wall time, ...).
-    """
-
-    arch: str
-    config: ResNetConfig
-    preprocess: Preprocess = field(default_factory=Preprocess)
-    classes: tuple[str, ...] = ()
-    metrics: tuple[Metric, ...] = ()
-    recipe: str = ""
-    source: str = ""
-    source_sha256: str = ""
-    tensors_sha256: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
-            "config": self.config.to_dict(),
-            "preprocess": {**dataclasses.asdict(self.preprocess), "interpolation": self.preprocess.interpolation.value},
-            "classes": list(self.classes),
-            "metrics": [dataclasses.asdict(m) for m in self.metrics],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WeightsMeta:
-        data = dict(data)
-        data["config"] = ResNetConfig.from_dict(data["config"])
-        data["preprocess"] = Preprocess(**data.get("preprocess", {}))
-        data["classes"] = tuple(data.get("classes", ()))
-        data["metrics"] = tuple(Metric(**m) for m in data.get("metrics", ()))
-        return cls(**data)
 
 
 def tensors_sha256(state_dict: dict[str, torch.Tensor]) -> str:
@@ -128,42 +54,136 @@ def tensors_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_weights(path: str | Path, model: nn.Module | dict[str, torch.Tensor], meta: WeightsMeta) -> WeightsMeta:
-    """Write a model's (or a state dict's) tensors and ``meta`` atomically to a ``.safetensors`` file.
+def save_weights(
+    path: str | Path,
+    model: nn.Module | dict[str, torch.Tensor],
+    record: ModelRecord,
+    train_state: dict[str, Any] | None = None,
+) -> ModelRecord:
+    """Write a model's (or a state dict's) tensors and ``record`` atomically to a ``.safetensors`` file.
+
+    Args:
+        path: the file to write.
+        model: the network or its state dict.
+        record: what the tensors are; its ``tensors_sha256`` is filled in here.
+        train_state: the training state of a resumable checkpoint (nested dicts, lists and tuples of tensors,
+            numpy arrays, numbers, strings and ``None``), or ``None`` for weights alone.
 
     Returns:
-        ``meta`` with ``tensors_sha256`` filled in, as written.
+        ``record`` with ``tensors_sha256`` filled in, as written.
     """
     state = model.state_dict() if isinstance(model, nn.Module) else model
     tensors = {name: t.detach().cpu().contiguous() for name, t in state.items()}
-    meta = dataclasses.replace(meta, tensors_sha256=tensors_sha256(tensors))
-    header = {"format": FORMAT, "arch": meta.arch, "resnetkit": json.dumps(meta.to_dict())}
+    record = dataclasses.replace(record, tensors_sha256=tensors_sha256(tensors))
+    header = {"format": FORMAT, "arch": record.arch, "resnetkit": json.dumps(record.to_dict())}
+    if train_state is not None:
+        extra: dict[str, torch.Tensor] = {}
+        header["train_state"] = json.dumps(_flatten(train_state, extra, TRAIN_PREFIX))
+        tensors |= extra
     atomic_write(path, lambda f: f.write(safetensors.torch.save(tensors, metadata=header)))
-    return meta
+    return record
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
-    """Read a resnetkit weights file and check its tensors against the SHA-256 in its metadata.
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelRecord]:
+    """The model tensors and record of a resnetkit file (any version), the tensors checked against the record.
 
     Raises:
         FileNotFoundError: no such file.
-        WeightsError: not a resnetkit weights file, or damaged (one line saying which).
+        WeightsError: not a resnetkit file, or damaged (one line saying which).
     """
     path = Path(path)
+    header, names = _header(path)
+    kind = header.get("format")
+    if kind not in (FORMAT, FORMAT_V1, FORMAT_V0):
+        raise WeightsError(f"{path} is not resnetkit weights (no '{FORMAT}' tag); convert it with `resnetkit convert`")
+    with safetensors.safe_open(path, framework="pt") as f:
+        tensors = {name: f.get_tensor(name) for name in names if not name.startswith(TRAIN_PREFIX)}
+    if kind == FORMAT_V0:
+        return tensors, _record_v0(header, tensors)
+    record = ModelRecord.from_dict(json.loads(header["resnetkit"]))
+    if tensors_sha256(tensors) != record.tensors_sha256:
+        raise WeightsError(f"{path} is damaged: its tensors do not match the SHA-256 in its metadata")
+    return tensors, record
+
+
+def read_train_state(path: str | Path) -> dict[str, Any] | None:
+    """The training state stored with the weights by :func:`save_weights`, or ``None`` if the file has none."""
+    path = Path(path)
+    header, names = _header(path)
+    if "train_state" not in header:
+        return None
+    with safetensors.safe_open(path, framework="pt") as f:
+        tensors = {name: f.get_tensor(name) for name in names if name.startswith(TRAIN_PREFIX)}
+    return _unflatten(json.loads(header["train_state"]), tensors)
+
+
+def is_resnetkit_file(path: str | Path) -> bool:
+    """Whether ``path`` is a safetensors file written by resnetkit (any version)."""
+    try:
+        return _header(Path(path))[0].get("format") in (FORMAT, FORMAT_V1, FORMAT_V0)
+    except WeightsError:
+        return False
+
+
+def _header(path: Path) -> tuple[dict[str, str], list[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} not found")
     try:
         with safetensors.safe_open(path, framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            return f.metadata() or {}, list(f.keys())
     except Exception as err:  # safetensors raises its own error types for foreign or truncated files
         raise WeightsError(f"{path} is not a readable safetensors file ({first_line(err)})") from None
-    if header.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not resnetkit weights (no '{FORMAT}' tag); convert it with `resnetkit convert`")
-    meta = WeightsMeta.from_dict(json.loads(header["resnetkit"]))
-    if tensors_sha256(tensors) != meta.tensors_sha256:
-        raise WeightsError(f"{path} is damaged: its tensors do not match the SHA-256 in its metadata")
-    return tensors, meta
+
+
+def _record_v0(header: dict[str, str], tensors: dict[str, torch.Tensor]) -> ModelRecord:
+    """The record of a 0.1 run's ``weights.safetensors``, which stored no preprocessing (assumed from the stem)."""
+    config = ResNetConfig.from_dict(json.loads(header["model_config"]))
+    return ModelRecord(header["model_name"], config, tuple(json.loads(header.get("surgery", "[]"))),
+                       default_preprocess(config), tuple(json.loads(header.get("classes", "[]"))),
+                       source="resnetkit 0.1 run weights", tensors_sha256=tensors_sha256(tensors))  # fmt: skip
+
+
+# -- the training state as JSON plus tensors ---------------------------------------------------------------------
+
+
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor], key: str) -> Any:
+    """``obj`` as JSON, its tensors and arrays moved into ``tensors`` under names starting with ``key``."""
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, np.ndarray):
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(obj))
+        return {"__ndarray__": key}
+    if isinstance(obj, dict):
+        items = [[k, _flatten(v, tensors, f"{key}{k}/")] for k, v in obj.items()]
+        if all(isinstance(k, str) for k in obj):
+            return {"__dict__": dict(items)}
+        return {"__items__": items}  # an optimizer's state is keyed by parameter index
+    if isinstance(obj, (list, tuple)):
+        values = [_flatten(v, tensors, f"{key}{i}/") for i, v in enumerate(obj)]
+        return {"__tuple__": values} if isinstance(obj, tuple) else values
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} in a training state (at {key})")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__ndarray__" in obj:
+        return tensors[obj["__ndarray__"]].numpy()
+    if "__tuple__" in obj:
+        return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {k: _unflatten(v, tensors) for k, v in obj["__items__"]}
+    return {k: _unflatten(v, tensors) for k, v in obj["__dict__"].items()}
+
+
+# -- putting tensors into a model ---------------------------------------------------------------------------------
 
 
 def load_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "weights", assign: bool = False) -> None:
@@ -184,20 +204,15 @@ def load_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
-def model_with(config: ResNetConfig, state_dict: dict[str, torch.Tensor], source: str = "weights") -> ResNet:
-    """The model of ``config`` holding ``state_dict``'s tensors, built on the meta device so that no time goes
-    into an initialisation the weights replace at once."""
+def model_with(record: ModelRecord, state_dict: dict[str, torch.Tensor], source: str = "weights") -> ResNet:
+    """The model of ``record`` holding ``state_dict``'s tensors, with the record as ``model.record``; built on the
+    meta device, so that no time goes into an initialisation the weights replace at once."""
     with torch.device("meta"):
-        model = ResNet.from_config(config)
+        model = record.build()
     load_checked(model, state_dict, source, assign=True)
+    model.record = record
     return model
 
 
 def _describe(model: nn.Module) -> str:
     return f"this {type(model).__name__}" if not isinstance(model, ResNet) else "this model's config"
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (libraries raise multi-line errors; ours are one line)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

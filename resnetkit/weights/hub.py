@@ -12,9 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..data.download import download_url, file_digest
+import torch
+
+from ..io import download_url, file_digest
 from ..models import ResNet
-from .convert import convert_state_dict, read_state_dict
+from .convert import convert_state_dict, read_any, read_state_dict
 from .format import WeightsError, load_checked, model_with, read_weights
 from .registry import SHIPPED, SourceFormat, WeightsEntry, get_weights
 
@@ -63,51 +65,95 @@ def _checked_shipped(entry: WeightsEntry) -> Path:
 
 
 def resolve(source: str | Path, cache: str | Path | None = None, progress: bool = True) -> Path:
-    """A weights file path, or a registry name (``resnet50.tv2_in1k``, or ``resnet50`` for its default)."""
+    """A model file path, or a registry name (``resnet50.tv2_in1k``, or ``resnet50`` for its default)."""
     path = Path(source).expanduser()
     if path.is_file():
         return path
-    if path.suffix in (".safetensors", ".pth", ".pt") or os.sep in str(source):
-        raise FileNotFoundError(f"weights file {str(source)!r} not found")
+    if path.suffix in (".safetensors", ".pth", ".pt", ".bin", ".h5") or os.sep in str(source):
+        raise FileNotFoundError(f"model file {str(source)!r} not found")
     return fetch(get_weights(str(source)), cache, progress)
 
 
 def load_model(source: str | Path, cache: str | Path | None = None, progress: bool = True) -> ResNet:
-    """Rebuild a model from a resnetkit weights file or a registry name alone, with no other argument.
+    """Rebuild a model from a file or a registry name alone, with no other argument.
 
-    The model carries its :class:`WeightsMeta` (preprocessing, classes, metrics) as ``model.weights_meta``.
+    ``source`` is anything resnetkit writes (a run's ``last.safetensors``, ``best.safetensors`` or
+    ``weights.safetensors``, a converted or published file, and the files of resnetkit 0.1), a checkpoint that
+    ``resnetkit convert`` accepts (torchvision, timm, DDP-wrapped, Keras ``.h5``; converted in memory), or a
+    registry name. The model carries its :class:`~resnetkit.models.ModelRecord` (preprocessing, classes,
+    metrics, provenance) as ``model.record``.
 
     Example:
-        >>> model = load_model("resnet50.tv2_in1k").eval()  # downloads once, then reads the cache
-        >>> model.weights_meta.preprocess.resize_size
-        232
+        >>> model = load_model("cifar_resnet20.c10jpeg_cpu30").eval()  # shipped in the package
+        >>> model.record.preprocess.crop_size, len(model.record.classes)
+        (32, 10)
     """
-    state, meta = read_weights(resolve(source, cache, progress))
-    model = model_with(meta.config, state, source=f"weights {source}")
-    model.weights_meta = meta
-    return model
+    state, record = read_any(resolve(source, cache, progress))
+    return model_with(record, state, source=f"weights {source}")
 
 
 def load_pretrained(model: ResNet, arch: str, pretrained: bool | str | Path, **kwargs: Any) -> ResNet:
-    """Load weights into ``model``, a variant built by ``create_model(arch, ...)``.
+    """Load weights into ``model``, a variant built by ``create_model(arch, ...)`` (on the meta device or not).
 
-    ``pretrained`` is ``True`` (the arch's default tag), a tag (``"tv_in1k"``), a full name or a file. When the
-    model was asked for another number of classes than the weights have, everything but the classifier is loaded
-    and the classifier keeps its fresh initialisation (as in timm); every other difference is an error.
+    ``pretrained`` is ``True`` (the arch's default tag), a tag (``"tv_in1k"``), a full name or a file. The model
+    may differ from the weights' in any option that keeps the parameters' shapes (stochastic depth, dropout,
+    output stride, zero-init, frozen BatchNorm, ...). A classifier of another size is left freshly initialised,
+    and a stem for another number of input channels is adapted from the weights' (as timm does); any other
+    difference is a one-line error naming the first tensor whose shape differs.
     """
-    if pretrained is True:
-        source: str | Path = arch
-    elif isinstance(pretrained, str) and "." not in pretrained and not Path(pretrained).exists():
-        source = f"{arch}.{pretrained}"
-    else:
-        source = pretrained
-    state, meta = read_weights(resolve(source, **kwargs))
-    if meta.config.replace(num_classes=model.config.num_classes) != model.config:
-        raise WeightsError(f"weights {source} are for {meta.arch} with another architecture than the model asked "
-                           f"for; use resnetkit.load_model({str(source)!r}) to rebuild theirs")  # fmt: skip
-    if meta.config.num_classes != model.config.num_classes:
-        head = {k for k in state if k.startswith("fc.")}
-        state = {k: v for k, v in state.items() if k not in head} | {k: v for k, v in model.state_dict().items() if k.startswith("fc.")}
-    load_checked(model, state, source=f"weights {source}")
-    model.weights_meta = meta
+    source = _weights_source(arch, pretrained)
+    state, record = read_any(resolve(source, **kwargs))
+    state = _fit_to(model, state, record, str(source))
+    load_checked(model, state, source=f"weights {source}", assign=True)
+    if record.config.num_classes != model.config.num_classes:
+        model.reset_classifier(model.config.num_classes)  # fresh (real, not meta) head
+    _check_materialised(model)
+    model.record = record.replace(config=model.config, classes=record.classes if model.num_classes ==
+                                  record.config.num_classes else ())  # fmt: skip
     return model
+
+
+def _weights_source(arch: str, pretrained: bool | str | Path) -> str | Path:
+    if pretrained is True:
+        return arch
+    if isinstance(pretrained, str) and "." not in pretrained and not Path(pretrained).exists():
+        return f"{arch}.{pretrained}"
+    return pretrained
+
+
+def _fit_to(model: ResNet, state: dict[str, torch.Tensor], record: Any, source: str) -> dict[str, torch.Tensor]:
+    """The weights' tensors as ``model`` needs them: its own classifier, an adapted stem, BatchNorm counters
+    dropped where its norm has none (frozen BatchNorm); then every shape must agree."""
+    if record.edits:
+        raise WeightsError(f"weights {source} are of an edited (pruned or factorised) network; "
+                           f"use resnetkit.load_model({source!r})")  # fmt: skip
+    expected = model.state_dict()
+    state = {k: v for k, v in state.items() if not (k.endswith("num_batches_tracked") and k not in expected)}
+    if record.config.num_classes != model.config.num_classes:
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        state |= {k: v for k, v in expected.items() if k.startswith("fc.")}  # replaced by a fresh head after
+    stem = next(iter(k for k in expected if k.endswith("weight") and expected[k].dim() == 4))
+    if stem in state and state[stem].shape[1] != expected[stem].shape[1]:
+        state[stem] = adapt_input_conv(state[stem], expected[stem].shape[1])
+    for key, tensor in expected.items():
+        if key in state and state[key].shape != tensor.shape:
+            raise WeightsError(f"weights {source} do not fit the model asked for: {key} is "
+                               f"{tuple(state[key].shape)} in the weights, {tuple(tensor.shape)} in the model")  # fmt: skip
+    return state
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A first-convolution kernel ``(out, c, kh, kw)`` for ``in_chans`` input channels, as timm adapts it: summed
+    over the channels for one (a grey image then gives what an RGB image of equal channels gave), else repeated
+    and scaled by ``c / in_chans`` so the output keeps its magnitude."""
+    c = weight.shape[1]
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-in_chans // c)
+    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (c / in_chans)
+
+
+def _check_materialised(model: ResNet) -> None:
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise WeightsError(f"the weights left {len(left)} tensors without values, e.g. {left[0]}")

@@ -2,12 +2,12 @@
 in ``weights/files/manifest.json``, which the registry reads, so ``create_model(arch, pretrained=True)`` loads
 them offline.
 
-The published tensors are the run's final weights (``last.pt``, EMA when the run kept one), not the epoch with
-the best validation score: choosing the epoch on the validation split and then reporting that split's accuracy
-would flatter the number. The metadata holds what the reproduction issue asks for: the recipe and its overrides,
-the exact command, epochs, hardware, wall time (the sum of the epoch times over every resumed session), the
-validation accuracy on the held-out split and the SHA-256 of the tensors (inside the file) and of the file
-(in the manifest).
+The published tensors are the run's final weights (its ``weights.safetensors``: the EMA when the run kept one), not
+the epoch with the best validation score: choosing the epoch on the validation split and then reporting that
+split's accuracy would flatter the number. The file is the run's own, with provenance added to its record: the
+exact command, hardware, wall time (the sum of the epoch times over every resumed session) and the SHA-256 of the
+file (in the manifest); the record already holds the recipe, the training config and the validation accuracy on
+the held-out split.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..data.download import file_digest
-from ..train.checkpoint import LAST, atomic_write, load_checkpoint, model_from_checkpoint
-from .format import Metric, Preprocess, WeightsMeta, save_weights
+import dataclasses
+
+from ..io import atomic_write, file_digest
+from .format import model_with, read_weights, save_weights
 from .registry import MANIFEST, SHIPPED, entry_from_dict
+
+RUN_WEIGHTS = "weights.safetensors"  # what a finished ``resnetkit train`` run leaves: its final weights
 
 DATASET_NOTES = {"cifar10-jpeg-train.zip": "CIFAR-10 (JPEG re-encoded training images)"}
 
@@ -35,7 +38,7 @@ def publish_run(
     """Write a run's final weights and metadata into ``files`` and add (or replace) its manifest entry.
 
     Args:
-        run_dir: a finished ``resnetkit train`` output folder (``last.pt``, ``log.jsonl``).
+        run_dir: a finished ``resnetkit train`` output folder (``weights.safetensors``, ``log.jsonl``).
         tag: the weights' tag; the registry name becomes ``<arch>.<tag>``.
         command: the command that trained it, as a user would type it.
         hardware: what it was trained on (e.g. ``runtime.hardware_name()``).
@@ -45,27 +48,23 @@ def publish_run(
         The manifest entry written.
     """
     run_dir, files = Path(run_dir), Path(files)
-    state = load_checkpoint(run_dir / LAST)
-    record, config = state["metrics"], state["train_config"]
-    if "val_top1" not in record:
-        raise ValueError(f"{run_dir / LAST} has no validation accuracy for its last epoch; evaluate every epoch")
-    model = model_from_checkpoint(state)
-    arch = state["model_name"]
-    metric = Metric(_dataset_name(config["data"]["dataset"]), _split_name(config["data"]), 100 * record["val_top1"],
-                    100 * record["val_top5"] if "val_top5" in record else None)  # fmt: skip
-    size = state["normalize"]["input_size"]
-    preprocess = Preprocess(size, size, mean=state["normalize"]["mean"], std=state["normalize"]["std"])
-    extra = {"epochs": state["epoch"], "steps": state["step"], "hardware": hardware, "command": command,
-             "wall_time_s": round(run_wall_time(run_dir, state["epoch"]), 1), "train_config": config}  # fmt: skip
-    meta = WeightsMeta(arch, model.config, preprocess, tuple(state["classes"]), (metric,), _recipe(config),
-                       source=f"resnetkit training run {run_dir.name}", extra=extra)  # fmt: skip
-    filename = f"{arch}.{tag}.safetensors"
-    save_weights(files / filename, model, meta)
-    entry = {"arch": arch, "tag": tag, "filename": filename, "sha256": file_digest(files / filename, "sha256"),
-             "preprocess": {"crop_size": size, "resize_size": size, "mean": list(preprocess.mean),
-                            "std": list(preprocess.std)},
-             "metrics": [metric.__dict__], "num_params": sum(p.numel() for p in model.parameters()),
-             "file_mb": round((files / filename).stat().st_size / 1e6, 2), "recipe": meta.recipe}  # fmt: skip
+    tensors, record = read_weights(run_dir / RUN_WEIGHTS)
+    if not record.metrics:
+        raise ValueError(f"{run_dir / RUN_WEIGHTS} has no validation accuracy for its last epoch; evaluate every epoch")
+    metrics = tuple(dataclasses.replace(m, dataset=_dataset_name(m.dataset)) for m in record.metrics)
+    epochs = record.extra["epoch"]
+    extra = {"epochs": epochs, "steps": record.extra["step"], "hardware": hardware, "command": command,
+             "wall_time_s": round(run_wall_time(run_dir, epochs), 1)}  # fmt: skip
+    record = record.replace(metrics=metrics, source=f"resnetkit training run {run_dir.name}", extra=extra)
+    filename = f"{record.arch}.{tag}.safetensors"
+    save_weights(files / filename, tensors, record)
+    size = record.preprocess.crop_size
+    entry = {"arch": record.arch, "tag": tag, "filename": filename, "sha256": file_digest(files / filename, "sha256"),
+             "preprocess": {"crop_size": size, "resize_size": record.preprocess.resize_size,
+                            "mean": list(record.preprocess.mean), "std": list(record.preprocess.std)},
+             "metrics": [dataclasses.asdict(m) for m in metrics],
+             "num_params": sum(p.numel() for p in model_with(record, tensors).parameters()),
+             "file_mb": round((files / filename).stat().st_size / 1e6, 2), "recipe": record.recipe}  # fmt: skip
     entry_from_dict(entry)  # fail before writing a manifest the registry could not read
     _update_manifest(files / MANIFEST.name, entry)
     return entry
@@ -87,16 +86,3 @@ def _update_manifest(path: Path, entry: dict[str, Any]) -> None:
 
 def _dataset_name(dataset: str) -> str:
     return DATASET_NOTES.get(Path(dataset).name, Path(dataset).name)
-
-
-def _split_name(data: dict[str, Any]) -> str:
-    return f"val ({int(data['val_size'])} held out, split_seed {data['split_seed']})"
-
-
-def _recipe(config: dict[str, Any]) -> str:
-    optim = config["optim"]
-    length = f"{config['steps']} steps" if config.get("steps") else f"{config['epochs']} epochs"
-    recipe = (f"SGD lr {optim['lr']} ({optim['schedule']}), momentum {optim['momentum']}, wd {optim['weight_decay']}, "
-              f"batch {config['data']['batch_size']}, {length}, {config['data']['augment']} augmentation")  # fmt: skip
-    precision = config.get("precision", "fp32")
-    return recipe if precision == "fp32" else f"{recipe}, {precision} autocast"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from torchvision.models import get_model_weights
 
-from ..models.registry import natural_key
-from .format import Metric, Preprocess
+from ..io import natural_key
+from ..models import Metric, Preprocess
 
 SHIPPED = Path(__file__).parent / "files"  # weights trained by resnetkit, inside the package
 MANIFEST = SHIPPED / "manifest.json"

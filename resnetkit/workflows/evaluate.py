@@ -1,4 +1,4 @@
-"""``resnetkit eval``: a checkpoint's accuracy on a split, rebuilt from the checkpoint alone."""
+"""``resnetkit eval``: a model's accuracy, on its own run's split (rebuilt from the file alone) or on a folder."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from typing import Any, Callable
 import torch
 
 from .. import runtime
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import TrainConfig
-from .data import build_data
-from .distributed import World
-from .engine import evaluate
-from .metrics import ClassificationMeter
+from ..data.stream import folder_loader
+from ..models import ModelRecord
+from ..train.config import TrainConfig
+from ..train.data import build_data
+from ..train.distributed import World
+from ..train.engine import evaluate
+from ..train.metrics import ClassificationMeter
+from ..weights import load_model
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -53,50 +55,62 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def evaluate_checkpoint(
-    path: str, split: str | None = None, dataset: str | None = None, device: str = "auto", runner: Runner | None = None
-) -> EvalReport:
-    """Evaluate the checkpoint at ``path`` on ``split`` of its own dataset, rebuilt with the same split seed and
-    preprocessing, or of another ``dataset`` with the same classes.
+def evaluate_model(
+    source: str, split: str | None = None, dataset: str | None = None, device: str = "auto",
+    runner: Runner | None = None, batch_size: int = 64, workers: int = 2,
+) -> EvalReport:  # fmt: skip
+    """Evaluate a model file or registry name.
 
-    With ``runner`` (a function from an image batch to logits, e.g. ONNX Runtime running the checkpoint's int8
-    export; see :func:`resnetkit.deploy.load_runner`) that function is evaluated on the checkpoint's data instead
-    of the checkpoint's own network.
+    A file written by a resnetkit run knows its training data: it is evaluated on ``split`` of that dataset (or of
+    another ``dataset`` with the same classes), rebuilt with the same split seed and normalisation. Any other
+    weights need ``dataset``, an image folder or zip, evaluated whole with the weights' own preprocessing.
+
+    Args:
+        source: a model file or registry name.
+        split: ``train``, ``val`` or ``test`` of a run's data (default: test if the dataset has one, else val).
+        dataset: another dataset (a run's) or the folder to evaluate on (other weights).
+        device: ``auto``, ``cpu``, ``cuda``, ...
+        runner: evaluate this function from image batches to logits (e.g. ONNX Runtime running the model's
+            int8 export; see :func:`resnetkit.deploy.load_runner`) instead of the model itself.
+        batch_size: images per batch on a folder.
+        workers: DataLoader workers on a folder.
     """
-    state = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(state["train_config"])
+    target = runtime.pick_device(device)
+    model = load_model(source).to(target)
+    record: ModelRecord = model.record
+    network = model if runner is None else runner
+    if record.train_config:
+        return _evaluate_run(source, record, network, split, dataset, target)
+    if not dataset:
+        raise ValueError(f"{source} does not say what data it was trained on; give the images to evaluate on "
+                         "(--data FOLDER_OR_ZIP)")  # fmt: skip
+    if split is not None:
+        raise ValueError(f"{source} was not trained by resnetkit, so it has no splits; --data {dataset} is used whole")
+    return _evaluate_folder(source, record, network, dataset, target, batch_size, workers)
+
+
+def _evaluate_run(source, record: ModelRecord, network, split, dataset, target) -> EvalReport:
+    cfg = TrainConfig.from_dict(record.train_config)
     if dataset is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=dataset))
-    target = runtime.pick_device(device)
-    data = build_data(cfg, target, World(), normalize=(state["normalize"]["mean"], state["normalize"]["std"]))
+    data = build_data(cfg, target, World(), normalize=(record.preprocess.mean, record.preprocess.std))
     splits = data.eval_splits(include_train=True)
     split = split or ("test" if "test" in splits else "val")
     if split not in splits:
         raise ValueError(f"split {split!r} does not exist for {cfg.data.dataset}; choose from {sorted(splits)}")
-    if data.classes != state["classes"]:
-        raise ValueError(f"the dataset's classes {data.classes[:5]}... differ from the checkpoint's {state['classes'][:5]}...")
-    model = model_from_checkpoint(state).to(target) if runner is None else runner
-    meter = evaluate(model, splits[split], data.num_classes, target, cfg)
-    return EvalReport(str(path), cfg.data.dataset, split, data.classes, meter)
+    if data.classes != list(record.classes):
+        raise ValueError(f"the dataset's classes {data.classes[:5]}... differ from the model's {list(record.classes)[:5]}...")
+    meter = evaluate(network, splits[split], data.num_classes, target, cfg)
+    return EvalReport(str(source), cfg.data.dataset, split, data.classes, meter)
 
 
-def evaluate_weights(source: str, dataset: str, batch_size: int = 64, workers: int = 2, device: str = "auto") -> EvalReport:
-    """Evaluate weights (file or registry name) on an image folder or zip, with the weights' own preprocessing.
-
-    The folder's classes must be the weights' class names, or as many folders as classes in the weights' order
-    (ImageNet's ``n01440764``... folders sort into torchvision's class order).
-    """
-    from ..data.stream import folder_loader
-    from ..weights import load_model
-
-    target = runtime.pick_device(device)
-    model = load_model(source).to(target)
-    meta = model.weights_meta
-    loader = folder_loader(dataset, meta.preprocess, batch_size, shuffle=False, workers=workers)
+def _evaluate_folder(source, record: ModelRecord, network, dataset, target, batch_size, workers) -> EvalReport:
+    """The whole folder. Its classes must be the weights' class names, or as many folders as classes in the
+    weights' order (ImageNet's ``n01440764``... folders sort into torchvision's class order)."""
+    loader = folder_loader(dataset, record.preprocess, batch_size, shuffle=False, workers=workers)
     folders = loader.dataset.classes
-    if folders != list(meta.classes) and len(folders) != len(meta.classes):
-        raise ValueError(f"{dataset} has {len(folders)} class folders, the weights {len(meta.classes)} classes")
+    if folders != list(record.classes) and len(folders) != len(record.classes):
+        raise ValueError(f"{dataset} has {len(folders)} class folders, the weights {len(record.classes)} classes")
     batches = ((x.to(target), y.to(target)) for x, y in loader)
-    meter = evaluate(model, batches, len(meta.classes), target, TrainConfig())
-    return EvalReport(str(source), str(dataset), "all", list(meta.classes), meter)
-
+    meter = evaluate(network, batches, len(record.classes), target, TrainConfig())
+    return EvalReport(str(source), str(dataset), "all", list(record.classes), meter)

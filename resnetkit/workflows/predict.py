@@ -1,4 +1,4 @@
-"""Prediction with a trained checkpoint or a weights file: the model and its preprocessing, rebuilt from the file."""
+"""Prediction with any model file or registry name: the model and its preprocessing, rebuilt from the file."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from .data.folder import ImageDecodeError, decode_image
-from .train.checkpoint import load_checkpoint, model_from_checkpoint
-from .weights import Preprocess, load_model
+from ..data.folder import ImageDecodeError, decode_image
+from ..models import Preprocess
+from ..weights import load_model
 
 
 @dataclass(frozen=True)
@@ -27,21 +27,13 @@ class Predictor:
     preprocess: Preprocess
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> Predictor:
-        """A training checkpoint: the input size and normalisation it was trained with (resize, no crop)."""
-        state = load_checkpoint(path)
-        norm = state["normalize"]
-        size = norm["input_size"]
-        preprocess = Preprocess(crop_size=size, resize_size=size, mean=norm["mean"], std=norm["std"])
-        return cls(model_from_checkpoint(state).eval(), state["classes"], preprocess)
-
-    @classmethod
-    def from_weights(cls, source: str | Path) -> Predictor:
-        """A resnetkit weights file or registry name (``resnet50.tv2_in1k``): the weights' own preprocessing."""
+    def load(cls, source: str | Path) -> Predictor:
+        """A model file (a run's checkpoint, converted or published weights, a torchvision checkpoint) or a
+        registry name (``resnet50.tv2_in1k``), with the preprocessing its record gives."""
         model = load_model(source).eval()
-        meta = model.weights_meta
-        classes = list(meta.classes) or [str(i) for i in range(model.num_classes)]
-        return cls(model, classes, meta.preprocess)
+        record = model.record
+        classes = list(record.classes) or [str(i) for i in range(model.num_classes)]
+        return cls(model, classes, record.preprocess)
 
     @property
     def in_chans(self) -> int:
