@@ -1,6 +1,6 @@
 # The two commands of the README; each creates the project-local virtual environment on first use.
 #   make demo   the main job on the embedded default: train, evaluate, predict
-#   make test   install what the tests need and run the whole suite
+#   make test   install what the tests and the docs need and run the whole suite
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 # torch and torchvision pinned to the builds these machines serve from a local wheel store; elsewhere
@@ -16,14 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,docs]'
 	touch $@
 
 # Train a CIFAR-style ResNet-20 on the embedded digits, evaluate it on held-out digits, predict one image.
 demo: $(VENV)/.installed
 	$(VENV)/bin/resnetkit train --out runs/digits
-	$(VENV)/bin/resnetkit eval runs/digits/best.pt
-	$(VENV)/bin/resnetkit predict runs/digits/best.pt examples/digit_1.png
+	$(VENV)/bin/resnetkit eval runs/digits/best.safetensors
+	$(VENV)/bin/resnetkit predict runs/digits/best.safetensors examples/digit_1.png
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
