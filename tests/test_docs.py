@@ -8,15 +8,16 @@ code. A block in any other language, or none, fails: say what it is, so that it 
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -24,7 +25,7 @@ from resnetkit.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", flags=re.S | re.M)
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", flags=re.DOTALL | re.MULTILINE)
 LANGUAGES = {"python", "bash", "text"}
 OFFLINE_SKIP = "# Downloads weights"  # a block that starts so needs the network, which tests never have
 MAX_OFFLINE_SKIPS = 2
@@ -43,6 +44,7 @@ class Block:
 
 
 def read_blocks(page: Path) -> list[Block]:
+    """The fenced blocks of a page that open at the start of a line (``test_every_block_is_found_and_known``)."""
     text = page.read_text()
     name = page.relative_to(ROOT).as_posix()
     return [Block(name, text.count("\n", 0, m.start()) + 1, m.group(1), m.group(2)) for m in FENCE.finditer(text)]
@@ -54,12 +56,18 @@ def shell_commands(block: Block) -> list[list[str]]:
     return [argv for line in joined.splitlines() if (argv := shlex.split(line, comments=True))]
 
 
+def distinct_commands(blocks: list[Block]) -> dict[tuple[str, ...], Block]:
+    """Each command line of the shell blocks, with the first block that shows it: one test per distinct line."""
+    commands: dict[tuple[str, ...], Block] = {}
+    for block in (b for b in blocks if b.language == "bash"):
+        for argv in shell_commands(block):
+            commands.setdefault(tuple(argv), block)
+    return commands
+
+
 BLOCKS = [block for page in PAGES for block in read_blocks(page)]
 PYTHON = [b for b in BLOCKS if b.language == "python"]
-COMMANDS = {}  # argv -> the first block that shows it; one test per distinct command line
-for _block in (b for b in BLOCKS if b.language == "bash"):
-    for _argv in shell_commands(_block):
-        COMMANDS.setdefault(tuple(_argv), _block)
+COMMANDS = distinct_commands(BLOCKS)
 
 
 # -- python ----------------------------------------------------------------------------------------------------------
@@ -82,30 +90,36 @@ def test_few_blocks_need_the_network():
 
 
 def check_resnetkit(args: list[str], tmp_path: Path) -> None:
-    """The real parser accepts the line (overrides may follow the flags, as ``resnetkit`` allows); cheap ones run."""
+    """The real parser accepts the line; the cheap ones run and exit 0."""
+    namespace = parse_resnetkit(args)
+    if namespace is None or is_cheap(namespace):
+        command = [sys.executable, "-m", "resnetkit", *args]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=300)
+        assert run.returncode == 0, f"`resnetkit {shlex.join(args)}` exited {run.returncode}:\n{run.stderr[-2000:]}"
+
+
+def parse_resnetkit(args: list[str]) -> argparse.Namespace | None:
+    """The parsed line, or None for a help request; overrides may follow the flags, as ``resnetkit`` allows."""
     try:
         namespace, extra = build_parser().parse_known_args(args)
     except SystemExit as exit:  # argparse reports a bad line, and answers -h, by exiting
         assert exit.code == 0, f"`resnetkit {shlex.join(args)}` does not parse"
-    else:
-        stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(namespace, "overrides")]
-        assert not stray, f"`resnetkit {shlex.join(args)}`: the parser does not take {stray}"
-    if is_cheap(args):
-        run = subprocess.run([sys.executable, "-m", "resnetkit", *args], cwd=tmp_path, capture_output=True, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
-        assert run.returncode == 0, f"`resnetkit {shlex.join(args)}` exited {run.returncode}:\n{run.stderr[-2000:]}"
+        return None
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(namespace, "overrides")]
+    assert not stray, f"`resnetkit {shlex.join(args)}`: the parser does not take {stray}"
+    return namespace
 
 
-def is_cheap(args: list[str]) -> bool:
-    """Commands that need no data, no download and no training: help, the weights registry, a few models."""
-    if not args or "-h" in args or "--help" in args:
+def is_cheap(namespace: argparse.Namespace) -> bool:
+    """Needs no data, no download and no training: the help, the weights registry, a few models (all: ~20 s)."""
+    if namespace.command in (None, "weights"):
         return True
-    if args[0] == "weights":
-        return True
-    return args[0] == "models" and any(not a.startswith("-") for a in args[1:])  # the whole zoo takes ~20 s
+    return namespace.command == "models" and namespace.pattern != "*"
 
 
 def check_torchrun(args: list[str], tmp_path: Path) -> None:
+    """``torchrun ... -m resnetkit ARGS`` is a resnetkit line; a script must exist."""
     if "-m" in args:
         module, rest = args[args.index("-m") + 1], args[args.index("-m") + 2 :]
         assert module == "resnetkit", f"torchrun -m {module}: only resnetkit is checked"
@@ -116,6 +130,7 @@ def check_torchrun(args: list[str], tmp_path: Path) -> None:
 
 
 def check_python(args: list[str], tmp_path: Path) -> None:
+    """``python -m resnetkit ARGS`` is a resnetkit line, another module must import, a script must exist."""
     if args[:2] == ["-m", "resnetkit"]:
         check_resnetkit(args[2:], tmp_path)
     elif args[0] == "-m":
@@ -125,15 +140,17 @@ def check_python(args: list[str], tmp_path: Path) -> None:
 
 
 def check_make(args: list[str], tmp_path: Path) -> None:
-    targets = set(re.findall(r"^([\w.-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
+    """Every target is one the Makefile defines (``VAR=value`` arguments aside)."""
+    targets = set(re.findall(r"^([\w.-]+):", (ROOT / "Makefile").read_text(), flags=re.MULTILINE))
     for target in (a for a in args if "=" not in a):
         assert target in targets, f"make {target}: no such target in the Makefile"
 
 
 def check_pip(args: list[str], tmp_path: Path) -> None:
+    """Every extra of a ``.[a,b]`` requirement is one pyproject.toml defines."""
     text = (ROOT / "pyproject.toml").read_text()  # read by hand: tomllib is Python 3.11+, the package 3.10+
     section = text.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
-    extras = set(re.findall(r"^([\w-]+)\s*=", section, flags=re.M))
+    extras = set(re.findall(r"^([\w-]+)\s*=", section, flags=re.MULTILINE))
     for spec in (m.group(1) for a in args if (m := re.fullmatch(r"\.\[(.+)\]", a))):
         unknown = set(spec.split(",")) - extras
         assert not unknown, f"pip install .[{spec}]: pyproject.toml defines no extra {sorted(unknown)}"
