@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from resnetkit.data import (
+    NAMED_DATASETS,
     Augment,
     AugmentConfig,
     AutoAugment,
@@ -32,6 +33,7 @@ from resnetkit.data import (
     Mix,
     SkippedImageWarning,
     batch_mix,
+    check_dataset,
     decode_image,
     digits_splits,
     download_url,
@@ -50,6 +52,7 @@ from resnetkit.data import (
     train_val_split,
 )
 from resnetkit.data import cifar as cifar_module
+from resnetkit.errors import UnknownNameError
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg-train.zip"
 
@@ -429,6 +432,40 @@ def test_batch_transform_resizes_normalises_and_lays_out():
     assert torch.allclose(out, (reference - 0.3) / 0.4, atol=1e-6)
     with pytest.raises(ValueError, match="folder_loader"):
         BatchTransform.from_config(cfg.__class__(augment="imagenet"), train=True)
+
+
+@pytest.mark.parametrize(
+    "options, on_device",
+    [({}, True), ({"augment": "none", "mix": "cutmix"}, True), ({"augment": "imagenet"}, False),
+     ({"auto_augment": "trivial"}, False), ({"erase_prob": 0.25}, False)],
+)  # fmt: skip
+def test_batch_transform_says_which_augmentation_it_can_do(options, on_device):
+    cfg = AugmentConfig(**options)
+    assert BatchTransform.can_augment(cfg) is on_device
+    if not on_device:
+        with pytest.raises(ValueError, match="folder_loader"):
+            BatchTransform.from_config(cfg, train=True)
+    BatchTransform.from_config(cfg, train=False)  # evaluation never augments
+
+
+# ---------------------------------------------------------------- which dataset a recipe names
+
+
+def test_named_datasets_and_existing_paths_pass_the_check(tmp_path):
+    for dataset in (*NAMED_DATASETS, str(tmp_path), str(tmp_path / ".")):
+        check_dataset(dataset)  # nothing is read
+
+
+@pytest.mark.parametrize("path", ["/no/such.zip", "no/such/folder", "such.zip", "./train"])
+def test_a_missing_dataset_path_is_named(path):
+    with pytest.raises(FileNotFoundError, match=f"^dataset {path} does not exist"):
+        check_dataset(path)
+
+
+def test_a_mistyped_dataset_name_suggests_the_built_in_one():
+    with pytest.raises(UnknownNameError) as info:
+        check_dataset("cifar-10")
+    assert str(info.value).startswith("unknown dataset 'cifar-10'; did you mean cifar10? give digits, cifar10")
 
 
 # ---------------------------------------------------------------- device loader

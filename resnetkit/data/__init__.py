@@ -17,6 +17,7 @@ from .download import ChecksumError, DatasetNotFoundError, download_url, extract
 from .folder import ImageDecodeError, ImageIndex, SkippedImageWarning, decode_image, index_images, load_image_folder
 from .imageset import ImageSet
 from .loader import DeviceLoader
+from .sources import NAMED_DATASETS, check_dataset
 from .split import CIFAR_VAL_SIZE, split, split_indices, train_val_split
 from .stream import ImageFolderDataset, folder_loader
 from .transforms import (
@@ -38,6 +39,6 @@ __all__ = [
     "split", "split_indices", "train_val_split", "CIFAR_VAL_SIZE",
     "Augment", "AutoAugment", "Mix", "AugmentConfig", "train_transform", "eval_transform", "batch_mix",
     "BatchTransform", "random_crop", "random_flip", "normalize", "DeviceLoader",
-    "ImageFolderDataset", "folder_loader",
+    "ImageFolderDataset", "folder_loader", "NAMED_DATASETS", "check_dataset",
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "IMAGENET_MEAN", "IMAGENET_STD",
 ]  # fmt: skip

@@ -72,6 +72,12 @@ class BatchTransform:
     dtype: torch.dtype = torch.float32
     channels_last: bool = False
 
+    @staticmethod
+    def can_augment(cfg: AugmentConfig) -> bool:
+        """Whether whole batches can get ``cfg``'s training augmentation (resize, crop, flip; MixUp/CutMix come
+        after); ImageNet's random resized crops, auto-augment policies and random erasing exist only per sample."""
+        return cfg.augment is not Augment.IMAGENET and cfg.auto_augment is AutoAugment.NONE and not cfg.erase_prob
+
     @classmethod
     def from_config(
         cls, cfg: AugmentConfig, *, train: bool, dtype: torch.dtype = torch.float32, channels_last: bool = False
@@ -79,10 +85,10 @@ class BatchTransform:
         """The device counterpart of ``train_transform(cfg)`` (``train=True``) or ``eval_transform(cfg)``.
 
         Raises:
-            ValueError: ``cfg`` asks for training augmentation that only the per-sample pipeline has
-                (``Augment.IMAGENET``, auto-augment policies, random erasing).
+            ValueError: ``cfg`` asks for training augmentation that only the per-sample pipeline has (see
+                :meth:`can_augment`).
         """
-        if train and (cfg.augment is Augment.IMAGENET or cfg.auto_augment is not AutoAugment.NONE or cfg.erase_prob):
+        if train and not cls.can_augment(cfg):
             raise ValueError(
                 "the device loader augments with crop, flip and MixUp/CutMix only; use folder_loader() "
                 f"(per-sample v2 transforms) for augment={cfg.augment.value}, auto_augment={cfg.auto_augment.value}, "

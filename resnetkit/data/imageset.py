@@ -51,11 +51,6 @@ class ImageSet:
         return len(self.classes)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of every image."""
-        return tuple(self.images.shape[1:])
-
-    @property
     def device(self) -> torch.device:
         return self.images.device
 
@@ -71,22 +66,6 @@ class ImageSet:
     def class_counts(self) -> torch.Tensor:
         """``(num_classes,)`` number of images of each class."""
         return torch.bincount(self.labels, minlength=self.num_classes)
-
-    def mean_std(self, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean and standard deviation of the pixels in ``[0, 1]`` units, for ``Normalize``.
-
-        Accumulates in float64 over chunks of ``chunk`` images, so memory stays small for any ``N``.
-        """
-        total = torch.zeros(self.images.shape[1], dtype=torch.float64, device=self.device)
-        squares = torch.zeros_like(total)
-        for start in range(0, len(self), chunk):
-            x = self.images[start : start + chunk].to(torch.float64).div_(255)
-            total += x.sum(dim=(0, 2, 3))
-            squares += x.square().sum(dim=(0, 2, 3))
-        count = max(1, len(self) * self.images.shape[2] * self.images.shape[3])
-        mean = total / count
-        std = (squares / count - mean.square()).clamp_min(0).sqrt()
-        return tuple(mean.tolist()), tuple(std.tolist())
 
     def save(self, path: str | Path) -> None:
         """Write the decoded tensors to ``path`` (a cache that :meth:`load` reads back in well under a second)."""
