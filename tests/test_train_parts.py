@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
+import safetensors.torch
 import torch
+from torch.utils.data import DataLoader
 
-from resnetkit.models import create_model
-from resnetkit.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from resnetkit.data import DeviceLoader
+from resnetkit.models import ModelRecord, create_model
+from resnetkit.train.checkpoint import load_checkpoint, save_checkpoint
 from resnetkit.train.config import RECIPES, OptimSection, Schedule, TrainConfig, load_config, recipe_path
+from resnetkit.train.data import build_data
+from resnetkit.train.distributed import World
 from resnetkit.train.metrics import ClassificationMeter
 from resnetkit.train.optim import lr_factor, param_groups
 
 
-def test_every_shipped_recipe_parses():
+def test_every_shipped_recipe_parses(tmp_path):
     names = sorted(p.stem for p in RECIPES.glob("*.yaml"))
     assert names == ["cifar10_cpu", "cifar10_paper", "digits", "imagenet_resnet50_tv1"]
     for name in names:
-        cfg = load_config(recipe_path(name))
+        folder = [f"data.dataset={tmp_path}"] if name == "imagenet_resnet50_tv1" else []  # its path is a placeholder
+        cfg = load_config(recipe_path(name), folder)
         assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(FileNotFoundError, match="/path/to/imagenet/train does not exist"):
+        load_config(recipe_path("imagenet_resnet50_tv1"))
 
 
 def test_paper_recipe_is_the_papers():
@@ -40,13 +46,67 @@ def test_overrides_parse_types_and_enums():
 
 @pytest.mark.parametrize(
     "override, match",
-    [("optim.lrr=1", "unknown option 'optim.lrr'"), ("optim.schedule=linear", "optim.schedule='linear' is not one of"),
+    [("optim.lrr=1", "unknown option 'optim.lrr'; did you mean optim.lr?"),
+     ("model.options=2", "model.options=2 must be a mapping"),
+     ("optim.schedule=linear", "optim.schedule='linear' is not one of"),
      ("epochs=many", "epochs='many' must be int"), ("lr", "must look like key=value")],
 )  # fmt: skip
 def test_bad_overrides_are_one_line_errors(override, match):
     with pytest.raises(ValueError, match=match) as info:
         load_config(None, [override])
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "override, error, match",
+    [("model.options={widht: 2}", TypeError, "unknown model option 'widht'; valid options: .*width_per_group"),
+     ("model.name=resnet5", KeyError, "unknown model 'resnet5'; did you mean resnet50"),
+     ("model.options={shortcut: D}", ValueError, "shortcut='D' is not one of"),
+     ("data.dataset=/no/such.zip", FileNotFoundError, "/no/such.zip does not exist"),
+     ("data.dataset=cifar-10", KeyError, "unknown dataset 'cifar-10'; did you mean cifar10?")],
+)  # fmt: skip
+def test_model_and_dataset_fail_when_the_config_loads(tmp_path, override, error, match):
+    """Checked by load_config, before any data is read: with a dataset that could not even be decoded, the model
+    typo is what is reported."""
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(error, match=match) as info:
+        load_config("digits", [f"data.dataset={broken}", override])
+    assert "\n" not in str(info.value)
+
+
+def test_named_datasets_and_existing_paths_load(tmp_path):
+    for dataset in ("digits", "cifar10", "cifar100", str(tmp_path)):
+        assert load_config(None, [f"data.dataset={dataset}"]).data.dataset == dataset
+    later = tmp_path / "made-later.zip"  # e.g. re-encoded once the config is known
+    assert load_config(None, [f"data.dataset={later}"], check_data=False).data.dataset == str(later)
+    with pytest.raises(TypeError, match="widht"):  # the model is checked all the same
+        load_config(None, [f"data.dataset={later}", "model.options={widht: 2}"], check_data=False)
+
+
+def test_init_from_decides_the_architecture_so_the_model_section_is_not_checked(tmp_path):
+    cfg = load_config(None, ["model.name=not_a_model", f"init_from={tmp_path / 'last.pt'}"])
+    assert cfg.model.name == "not_a_model"
+
+
+def test_build_data_picks_the_loader_from_the_augmentation():
+    """Whole-batch augmentation on the device where it exists; per-sample transforms in a DataLoader otherwise."""
+    for augment, loader in (("cifar", DeviceLoader), ("imagenet", DataLoader)):
+        cfg = load_config("digits", [f"data.augment={augment}", "data.workers=0", "progress=false"])
+        assert isinstance(build_data(cfg, torch.device("cpu"), World()).train, loader)
+
+
+def test_build_data_lets_an_error_of_the_device_loader_through(monkeypatch):
+    """A ValueError from building the device loader is a bug to see, not a reason to pick the slow path."""
+
+    def training_loader_bug(*args, drop_last=False, **kwargs):
+        if drop_last:  # only the training loader drops its last batch
+            raise ValueError("a bug in the training loader")
+        return DeviceLoader(*args, drop_last=drop_last, **kwargs)
+
+    monkeypatch.setattr("resnetkit.train.data.DeviceLoader", training_loader_bug)
+    with pytest.raises(ValueError, match="a bug in the training loader"):
+        build_data(load_config("digits", ["progress=false"]), torch.device("cpu"), World())
 
 
 def test_unknown_recipe_lists_the_shipped_ones():
@@ -87,58 +147,33 @@ def test_meter_topk_per_class_and_confusion():
     assert meter.per_class_accuracy() == [1.0, 0.0, 0.5]
 
 
-def _state(model):
-    return {"model_name": "cifar_resnet20", "model_config": model.config.to_dict(), "model": model.state_dict(),
-            "ema": None, "classes": [str(i) for i in range(10)]}  # fmt: skip
+def _record(model) -> ModelRecord:
+    return ModelRecord("cifar_resnet20", model.config, classes=[str(i) for i in range(10)])
 
 
 def test_checkpoint_round_trip_rebuilds_model_with_no_flags(tmp_path):
     model = create_model("cifar_resnet20", num_classes=10, zero_init_last=True).eval()
-    path = save_checkpoint(tmp_path / "last.pt", _state(model))
-    rebuilt = model_from_checkpoint(load_checkpoint(path)).eval()
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, model.state_dict(), _record(model), {"step": 7})
+    checkpoint = load_checkpoint(path)
+    rebuilt = checkpoint.record.build().eval()
+    rebuilt.load_state_dict(checkpoint.weights)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
-    assert not list(tmp_path.glob(".*tmp")), "temporary file left behind"
+    assert checkpoint.train_state == {"step": 7}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"], "temporary file left behind"
 
 
-def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path):
+def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     model = create_model("cifar_resnet20")
-    path = save_checkpoint(tmp_path / "last.pt", _state(model))
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, model.state_dict(), _record(model))
     before = path.read_bytes()
 
-    class Exploding:  # stands for a run killed half-way through writing
-        def __reduce_ex__(self, protocol):
-            raise KeyboardInterrupt
+    def killed(*args, **kwargs):  # stands for a run killed half-way through writing
+        raise KeyboardInterrupt
 
+    monkeypatch.setattr(safetensors.torch, "save", killed)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, {"model": Exploding()})
+        save_checkpoint(path, model.state_dict(), _record(model))
     assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
-
-
-def test_damaged_and_foreign_files_give_one_line_errors(tmp_path):
-    good = save_checkpoint(tmp_path / "good.pt", _state(create_model("cifar_resnet20")))
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(good.read_bytes()[:1000])
-    foreign = tmp_path / "foreign.pt"
-    torch.save({"weights": torch.zeros(1)}, foreign)
-    for path in (truncated, foreign):
-        with pytest.raises(CheckpointError) as info:
-            load_checkpoint(path)
-        assert "\n" not in str(info.value) and str(path) in str(info.value)
-
-
-class _Payload:
-    def __reduce__(self):
-        import pathlib
-
-        return (pathlib.Path.touch, (pathlib.Path(_Payload.target),))
-
-
-def test_crafted_pickle_does_not_run_code(tmp_path):
-    _Payload.target = str(tmp_path / "pwned")
-    evil = tmp_path / "evil.pt"
-    with evil.open("wb") as f:
-        pickle.dump({"format": "resnetkit.checkpoint/1", "model": _Payload()}, f, protocol=2)
-    with pytest.raises(CheckpointError):
-        load_checkpoint(evil)
-    assert not (tmp_path / "pwned").exists()

@@ -2,12 +2,15 @@
 
 A recipe is YAML with the sections of :class:`TrainConfig` (``model``, ``data``, ``optim``, ``distill``, top-level
 run options). Overrides use dotted keys: ``optim.lr=0.2 data.batch_size=64 model.name=cifar_resnet56``. Strings are
-parsed into enums here, once; unknown keys are an error that lists the valid ones.
+parsed into enums here, once; unknown keys are an error that lists the valid ones. :func:`load_config` also checks
+what would otherwise fail only after the dataset is decoded (the model's name and options, the dataset's path), so
+a typo costs a second, not a decode.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import typing
 from dataclasses import dataclass, field
@@ -16,7 +19,9 @@ from typing import Any
 
 import yaml
 
+from ..data.sources import check_dataset
 from ..data.transforms import Augment, AutoAugment, Mix
+from ..models import model_config
 from ..options import parse_enum
 from ..runtime import Precision
 
@@ -159,9 +164,16 @@ def recipe_path(recipe: str | Path) -> Path:
     return shipped
 
 
-def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(
+    recipe: str | Path | None = None, overrides: list[str] | None = None, *, check_data: bool = True
+) -> TrainConfig:
     """A config from a recipe (file or shipped name; ``None``: the dataclass defaults) with ``key=value``
-    overrides applied in order."""
+    overrides applied in order, checked by :func:`check_config` before anything is read.
+
+    Args:
+        check_data: also require the dataset to be there; ``False`` for a config whose dataset is made later or
+            lives on another machine (e.g. to compare a finished run's settings).
+    """
     data: dict[str, Any] = {}
     if recipe is not None:
         path = recipe_path(recipe)
@@ -176,7 +188,28 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         if key == "model" and isinstance(value, str):
             key = "model.name"  # model=cifar_resnet56 is short for model.name=cifar_resnet56
         _set_dotted(data, key, value)
-    return TrainConfig.from_dict(data)
+    config = TrainConfig.from_dict(data)
+    check_config(config, check_data)
+    return config
+
+
+def check_config(cfg: TrainConfig, check_data: bool = True) -> None:
+    """Check, without reading any data, what would otherwise fail only once the dataset is decoded.
+
+    The model's name and options are checked by building its config (not the network); with ``init_from`` the
+    checkpoint decides the architecture and the model section is unused, so it is not checked. With
+    ``check_data``, the dataset must be a built-in name or an existing path.
+
+    Raises:
+        KeyError: an unknown model name (the message names the close matches).
+        TypeError: an unknown model option (the message lists the valid ones).
+        ValueError: a model option with an impossible value.
+        FileNotFoundError: a dataset path that does not exist.
+    """
+    if not cfg.init_from:
+        model_config(cfg.model.name, **cfg.model.options)
+    if check_data:
+        check_dataset(cfg.data.dataset)
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -192,9 +225,11 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ValueError(f"{where or 'config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
+    unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown option '{where}{sorted(unknown)[0]}'; valid: {', '.join(sorted(names))}")
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f"did you mean {where}{close[0]}? " if close else ""
+        raise ValueError(f"unknown option '{where}{unknown[0]}'; {hint}valid: {', '.join(sorted(names))}")
     return cls(**{key: _coerce(hints[key], value, f"{where}{key}") for key, value in data.items()})
 
 
@@ -206,6 +241,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return parse_enum(hint, value, where)
     origin = typing.get_origin(hint)
+    if origin is dict and not isinstance(value, dict):
+        raise ValueError(f"{where}={value!r} must be a mapping, e.g. {where}={{key: value}}")
     if origin is tuple:
         return tuple(value if isinstance(value, (list, tuple)) else [value])
     if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):

@@ -30,12 +30,6 @@ class ClassificationMeter:
             self.loss_sum += loss * len(labels)
         self.count += len(labels)
 
-    def merge(self, other: ClassificationMeter) -> None:
-        self.confusion += other.confusion
-        self.topk_hits += other.topk_hits
-        self.loss_sum += other.loss_sum
-        self.count += other.count
-
     @property
     def top1(self) -> float:
         return float(self.confusion.diag().sum()) / max(self.count, 1)
