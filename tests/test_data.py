@@ -28,6 +28,7 @@ from resnetkit.data import (
     Cifar,
     DatasetNotFoundError,
     DeviceLoader,
+    ImageDecodeError,
     ImageFolderDataset,
     ImageSet,
     Mix,
@@ -355,6 +356,15 @@ def test_streaming_loader_decodes_transforms_and_skips(tmp_path, folder_files):
         dataset = ImageFolderDataset(path)
         image, label = dataset[dataset.index.files.index("train/cat/broken.jpg")]  # replaced by the next file
     assert torch.equal(image, expected_pixels(folder_files["cat/c.png"])) and label == 1
+
+
+def test_a_folder_of_undecodable_files_is_a_user_error(tmp_path):
+    """ImageDecodeError is a ValueError: the command line reports it as one line."""
+    path = write_zip(tmp_path / "broken.zip", {"dog/a.jpg": b"text", "cat/b.jpg": b"more text"}, "train/")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedImageWarning)
+        with pytest.raises(ImageDecodeError, match="32 files in a row from .*broken.zip:train/cat/b.jpg on cannot be decoded"):
+            ImageFolderDataset(path)[0]
 
 
 @pytest.mark.skipif(not SHARED_ZIP.exists(), reason="shared CIFAR-10 JPEG zip not present")

@@ -55,7 +55,7 @@ class ImageFolderDataset(Dataset):
                 self._report(j, err)
                 continue
             return (self.transform(image) if self.transform else image), self.index.labels[j]
-        raise RuntimeError(f"{MAX_SKIPS} files in a row from {self.index.name(i)} on cannot be decoded")
+        raise ImageDecodeError(f"{MAX_SKIPS} files in a row from {self.index.name(i)} on cannot be decoded")
 
     def _report(self, j: int, err: Exception) -> None:
         if j not in self._reported:
