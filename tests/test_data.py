@@ -53,7 +53,7 @@ from resnetkit.data import (
     train_val_split,
 )
 from resnetkit.data import cifar as cifar_module
-from resnetkit.errors import UnknownNameError
+from resnetkit.errors import UnknownNameError, UnknownOptionError
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg-train.zip"
 
@@ -386,7 +386,7 @@ def test_augment_config_parses_strings_once():
     assert (cfg.augment, cfg.auto_augment, cfg.mix) == (Augment.IMAGENET, AutoAugment.RAND, Mix.BOTH)
     with pytest.raises(ValueError, match="'cifar'"):
         AugmentConfig(augment="cifar10")
-    with pytest.raises(TypeError, match="paddding"):
+    with pytest.raises(UnknownOptionError, match="'paddding'.*; valid: .*padding"):  # also a TypeError
         AugmentConfig.from_dict({"paddding": 4})
 
 

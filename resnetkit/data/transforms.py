@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from ..errors import UnknownOptionError
 from ..models.record import IMAGENET_MEAN, IMAGENET_STD  # defined once, with the model record's preprocessing
 from ..options import parse_enum
 from .cifar import CIFAR10_MEAN, CIFAR10_STD
@@ -101,9 +102,10 @@ class AugmentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
         """Build from plain values (a YAML recipe); unknown keys are an error."""
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        unknown = sorted(set(data) - set(names))
         if unknown:
-            raise TypeError(f"unknown augmentation options {sorted(unknown)}")
+            raise UnknownOptionError(f"unknown augmentation options {unknown}; valid: {', '.join(names)}")
         return cls(**data)
 
 
