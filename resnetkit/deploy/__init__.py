@@ -3,12 +3,14 @@ ONNX Runtime, and quantization-aware training), each export checked against eage
 
     >>> from resnetkit import create_model
     >>> from resnetkit.deploy import export_int8, export_onnx, fuse_model
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
     >>> model = create_model("cifar_resnet20").eval()
-    >>> report = export_onnx(fuse_model(model), "r20.onnx", 32, reference=model)  # raises ParityError past atol
+    >>> report = export_onnx(fuse_model(model), f"{folder}/r20.onnx", 32, reference=model)  # ParityError past atol
     >>> print(report.line())  # doctest: +SKIP
     >>> from resnetkit.workflows import calibration_images
     >>> calibration = calibration_images("runs/digits/best.safetensors", 512)  # doctest: +SKIP
-    >>> report = export_int8(model, "r20-int8.onnx", calibration)  # doctest: +SKIP
+    >>> report = export_int8(model, f"{folder}/r20-int8.onnx", calibration)  # doctest: +SKIP
 """
 
 from .export import (

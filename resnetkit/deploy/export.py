@@ -93,7 +93,8 @@ def sample_images(
         batch: number of images.
         size: height and width.
         in_chans: channels.
-        mean, std: per-channel normalisation the model was trained with (default 0.5 and 0.25).
+        mean: per-channel mean the model was trained with (default 0.5).
+        std: per-channel standard deviation the model was trained with (default 0.25).
         seed: seed of the generator, so checks are repeatable.
     """
     g = torch.Generator().manual_seed(seed)

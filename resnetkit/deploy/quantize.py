@@ -194,7 +194,9 @@ def export_int8(
         reference: the eager model to compare with (default ``model``).
         inputs: at least 2 images for the check, best held out from calibration (default: up to 64 of
             ``calibration``).
-        method, per_channel, reduce_range: as :func:`quantize_onnx`.
+        method: how activation ranges are chosen, as in :func:`quantize_onnx`.
+        per_channel: one weight scale per output channel, as in :func:`quantize_onnx`.
+        reduce_range: 7-bit weights, as in :func:`quantize_onnx`.
         min_top1_agreement: the fraction of images whose top-1 class must match eager's.
         opset: ONNX opset of the fp32 export.
         atol: tolerance of the fp32 export's check (run on up to 8 of ``inputs``).

@@ -28,7 +28,8 @@ class ResidualUnit(nn.Module):
         planes: width of the unit; it outputs ``planes * expansion`` channels.
         stride: stride of the unit (on its 3x3, or its first 1x1 with ``stride_in_1x1``).
         downsample: the shortcut module, or ``None`` for identity (see :func:`make_shortcut`).
-        groups, base_width: ResNeXt cardinality and width per group (bottlenecks only).
+        groups: ResNeXt cardinality (bottlenecks only).
+        base_width: ResNeXt width per group at 64 planes (bottlenecks only).
         dilation: dilation of the unit's 3x3 convolutions.
         norm_layer: callable ``channels -> module``; BatchNorm2d by default.
         first_dilation: dilation of the first 3x3 when it differs (first unit of a dilated stage).

@@ -217,8 +217,10 @@ def epochs_of(t: Trainer) -> int:
 def fit(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
     """Train ``cfg`` into ``cfg.out`` and return the per-epoch history.
 
-    Writes ``last.pt`` and ``best.pt`` (by validation top-1), ``log.jsonl``, TensorBoard scalars,
-    ``curves.png``, ``summary.json`` and the final weights alone as ``weights.safetensors``. With ``resume``, continues from ``last.pt`` in ``cfg.out``.
+    Writes ``config.json`` at the start; every epoch ``last.safetensors`` (weights and training state) and, when
+    validation top-1 improves, ``best.safetensors``; ``log.jsonl``, TensorBoard scalars and ``curves.png``; at the
+    end ``summary.json`` and the final weights alone as ``weights.safetensors``. With ``resume``, continues from
+    ``last.safetensors`` in ``cfg.out``.
     """
     t = build_trainer(cfg)
     started = time.perf_counter()
