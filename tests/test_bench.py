@@ -71,6 +71,16 @@ def test_cli_on_a_checkpoint(tiny_checkpoint, capsys):
     assert "fused" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("routes, calibrated", [("fused", False), ("eager,int8", True), ("openvino_int8", True)])
+def test_a_checkpoint_reads_calibration_images_only_for_int8_routes(tiny_checkpoint, monkeypatch, routes, calibrated):
+    calls, seen = [], []
+    monkeypatch.setattr("resnetkit.cli.bench.calibration_images", lambda state, count: calls.append(count) or "images")
+    monkeypatch.setattr("resnetkit.cli.bench.bench", lambda model, routes, settings, progress: seen.append(settings))
+    monkeypatch.setattr("resnetkit.cli.bench.format_results", lambda results: "")
+    assert main(["bench", str(tiny_checkpoint), "--routes", routes, "--calibration-images", "7"]) == 0
+    assert calls == ([7] if calibrated else []) and seen[0].calibration == ("images" if calibrated else None)
+
+
 def test_unknown_route_is_one_line_error(capsys):
     assert main(["bench", "cifar_resnet20", "--routes", "eager,tensorrt"]) == 2
     err = capsys.readouterr().err

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from resnetkit import create_model
-from resnetkit.cli import format_table, main
+from resnetkit.cli import main
+from resnetkit.cli.models import format_table
 from resnetkit.models.complexity import count_macs, count_params, model_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -31,6 +31,14 @@ def test_paper_figures_within_three_percent(table):
 def test_meta_device_counts_equal_real_ones():
     model = create_model("cifar_resnet20")
     assert count_macs(model, 32) == 40_551_040 and count_params(model) == 269_722
+
+
+def test_counting_leaves_every_module_in_its_mode():
+    model = create_model("cifar_resnet20").train()
+    model.layer1.eval()  # e.g. a frozen stage while the rest trains
+    modes = {name: module.training for name, module in model.named_modules()}
+    count_macs(model, 32)
+    assert {name: module.training for name, module in model.named_modules()} == modes
 
 
 def test_readme_shows_the_generated_table(table):

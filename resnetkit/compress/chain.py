@@ -43,25 +43,43 @@ from .prune import Criterion, magnitude_prune, make_permanent, prune_channels
 FINETUNE_DEFAULTS = ("optim.schedule=cosine", "optim.lr=0.02", "optim.warmup_steps=0", "ema_decay=0.0")
 
 
+def _option(default: Any, help: str, **cli: Any) -> Any:
+    """A plan field with its command-line help and, if needed, ``metavar``, ``flag`` or ``positional`` (see
+    :mod:`resnetkit.cli.fields`)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass(frozen=True)
 class ChainPlan:
-    """Which steps to run; a fraction of 0 (or ``finetune_epochs`` 0, ``int8`` False) skips that step."""
+    """Which steps to run; a fraction of 0 (or ``finetune_epochs`` 0, ``int8`` False) skips that step.
 
-    prune_depth: float = 0.0  # keep this fraction of the MACs by dropping whole residual units
-    lesion_images: int = 256  # training images the units' lesions are scored on
-    prune: float = 0.0  # then keep this fraction of the MACs by pruning branch channels
-    criterion: Criterion = Criterion.L1
-    channel_multiple: int = 1
-    factorize: float = 0.0  # then keep this fraction of the MACs by low-rank factorisation
-    sparsity: float = 0.0  # then mask this fraction of the weights (unstructured)
-    finetune_epochs: int = 0
-    distill: bool = False  # fine-tune with the original checkpoint as teacher
-    int8: bool = False
-    calibration_images: int = 512
-    calibration: Calibration = Calibration.PERCENTILE
-    overrides: tuple[str, ...] = ()  # KEY=VALUE for the fine-tuning run
-    latency_repeats: int = 50  # timing only: neither this nor latency_threads changes a stage
-    latency_threads: int = 0  # ONNX Runtime intra-op threads (0: as many as torch uses)
+    Each field is also an option of ``resnetkit compress``, which generates its flags from these fields.
+    """
+
+    prune_depth: float = _option(0.0, "drop whole residual units (least harmful first, by a lesion study) to this "
+                                 "fraction of the MACs", metavar="FRACTION")  # fmt: skip
+    lesion_images: int = _option(256, "training images the lesions are scored on")
+    prune: float = _option(0.0, "structured pruning of branch channels to this fraction of the MACs (e.g. 0.5)",
+                           metavar="FRACTION")  # fmt: skip
+    criterion: Criterion = _option(Criterion.L1, "which channels to keep: filter L1 norm or BatchNorm |gamma| "
+                                   "(default: l1)")  # fmt: skip
+    channel_multiple: int = _option(1, "round kept widths to a multiple of this")
+    factorize: float = _option(0.0, "low-rank factorisation (Tucker-2 / SVD) to this fraction of the MACs",
+                               metavar="FRACTION")  # fmt: skip
+    sparsity: float = _option(0.0, "unstructured magnitude pruning of this fraction of weights")
+    finetune_epochs: int = _option(0, "fine-tune for N epochs (the original recipe, cosine from optim.lr=0.02 "
+                                   "unless overridden)")  # fmt: skip
+    distill: bool = _option(False, "fine-tune with the original checkpoint as the teacher")
+    int8: bool = _option(False, "finish with static int8 ONNX (BatchNorm fused first)")
+    calibration_images: int = _option(512, "training images for int8 calibration")
+    calibration: Calibration = _option(Calibration.PERCENTILE, "how int8 activation ranges are chosen "
+                                       "(default: percentile)")  # fmt: skip
+    overrides: tuple[str, ...] = _option((), "for the fine-tuning run, e.g. optim.lr=0.05", positional=True,
+                                         metavar="KEY=VALUE")  # fmt: skip
+    # timing only: neither of these changes a stage
+    latency_repeats: int = _option(50, "timed calls per latency (median reported)", flag="--repeats")
+    latency_threads: int = _option(0, "ONNX Runtime threads for the latencies (default: all cores)",
+                                   flag="--threads")  # fmt: skip
 
 
 @dataclass

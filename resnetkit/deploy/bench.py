@@ -56,6 +56,11 @@ class Route(enum.Enum):
     INT8 = "int8"
     OPENVINO_INT8 = "openvino_int8"
 
+    @property
+    def is_int8(self) -> bool:
+        """Runs the static int8 ONNX model, which is calibrated on ``BenchSettings.calibration``."""
+        return self in (Route.INT8, Route.OPENVINO_INT8)
+
 
 @dataclass(frozen=True)
 class BenchResult:
@@ -159,7 +164,7 @@ def prepare(route: Route, model: nn.Module, settings: BenchSettings, directory: 
         return Prepared(_torch_runner(module), count_params(fused), macs, _safetensors_bytes(fused), in_chans,
                         channels_last=True)  # fmt: skip
     onnx_path = _fp32_onnx(model, size, in_chans, directory)
-    if route in (Route.INT8, Route.OPENVINO_INT8):
+    if route.is_int8:
         onnx_path = _int8_onnx(onnx_path, settings, in_chans)
     make = _openvino_runner if route in (Route.OPENVINO, Route.OPENVINO_INT8) else _onnxruntime_runner
     return Prepared(make(onnx_path, threads), count_params(model), macs, onnx_path.stat().st_size, in_chans)

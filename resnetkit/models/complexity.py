@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .config import ResNetConfig
 from .registry import get_variant, list_models
 from .resnet import ResNet
-from .variants import Metric, paper_config
+from .variants import PaperMetric, paper_config
 
 
 def count_params(model: nn.Module) -> int:
@@ -27,13 +27,22 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, input_size: int | tuple[int, int], in_chans: int = 3) -> int:
-    """Multiply-accumulates of one forward pass of a single image of ``input_size``."""
+    """Multiply-accumulates of one forward pass of a single image of ``input_size``.
+
+    The pass runs in eval mode (a batch of one has no batch statistics; stochastic depth and dropout are off);
+    every module is then put back in the mode it had, so counting in the middle of training changes nothing.
+    """
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     device = next(model.parameters()).device
     x = torch.empty(1, in_chans, h, w, device=device)
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.eval()(x)
+    modes = {module: module.training for module in model.modules()}  # per module: a frozen BN stays in eval
+    try:
+        with counter, torch.no_grad():
+            model.eval()(x)
+    finally:
+        for module, training in modes.items():
+            module.training = training
     return counter.get_total_flops() // 2
 
 
@@ -52,7 +61,7 @@ class ModelRow:
     input_size: int
     params: int
     macs: int
-    paper_metric: Metric | None = None
+    paper_metric: PaperMetric | None = None
     paper_value: float | None = None
     ours_in_paper_setting: float | None = None  # our count of the same metric in the paper's setting
     paper_source: str = ""
@@ -76,7 +85,7 @@ def model_row(name: str) -> ModelRow:
         return row
     setting = paper_config(variant)
     paper_params, paper_macs = (params, macs) if setting == variant.config else complexity(setting, variant.input_size)
-    ours = paper_macs if variant.paper.metric is Metric.MACS else paper_params
+    ours = paper_macs if variant.paper.metric is PaperMetric.MACS else paper_params
     setting_label = ", ".join(k if v is True else f"{k}={v}" for k, v in variant.paper.setting.items())
     return ModelRow(name, variant.input_size, params, macs, variant.paper.metric, variant.paper.value, ours,
                     variant.paper.source, setting_label)  # fmt: skip

@@ -1,29 +1,48 @@
-"""``resnetkit export CKPT`` and ``resnetkit bench MODEL``. Export: a training checkpoint to ONNX, TorchScript or a torch.export program, parity-checked;
+"""``resnetkit export CKPT``: a training checkpoint to ONNX, TorchScript or a torch.export program, parity-checked;
 with ``--int8``, to static int8 ONNX calibrated on the checkpoint's own training images."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import torch
-
 from torch import nn
 
-from ..models import create_model
+from ..deploy.export import EXPORTERS, Format, ParityError, ParityReport, sample_images
+from ..deploy.fuse import fuse_model, norm_names
+from ..deploy.quantize import DEFAULT_CALIBRATION, Calibration, Int8ParityReport, calibration_images, export_int8
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
-from .bench import BenchSettings, Route, available_routes, bench, format_results, machine_note
-from .export import EXPORTERS, Format, ParityError, ParityReport, default_input_size, sample_images
-from .fuse import fuse_model, norm_names
-from .quantize import Calibration, Int8ParityReport, calibration_images, export_int8
 
+NAME = "export"
+HELP = "export a checkpoint to ONNX, TorchScript or torch.export, checked against eager PyTorch"
 PARITY_BATCH = 8  # images in the parity check (plus one single-image batch)
 INT8_CHECK_IMAGES = 64  # held-out training images the int8 check runs: one top-1 flip is 1.5%, the pass mark 95%
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="training checkpoint")
+    parser.add_argument("--format", choices=[f.value for f in Format], default=Format.ONNX.value,
+                        help="onnx (run by ONNX Runtime), torchscript (traced) or exported (torch.export "
+                        ".pt2)")  # fmt: skip
+    parser.add_argument("--fuse", action="store_true", help="fold BatchNorm into the convolutions first")
+    parser.add_argument("--out", help="file to write (default: beside the checkpoint, e.g. best.onnx, best-fused.pt2, "
+                        "best-int8.onnx)")  # fmt: skip
+    parser.add_argument("--atol", type=float, default=1e-4, help="largest max |output difference| from eager that "
+                        "passes; exit status 1 above it (default: 1e-4; with --int8: the fp32 step's)")  # fmt: skip
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or later (default: 18)")
+    parser.add_argument("--int8", action="store_true", help="static int8 ONNX (ONNX Runtime QDQ, per-channel "
+                        "weights) calibrated on training images; passes on top-1 agreement with eager")  # fmt: skip
+    parser.add_argument("--calibration-images", type=int, default=512, metavar="N",
+                        help="with --int8: calibrate on the first N training images (default: 512)")  # fmt: skip
+    calibration = DEFAULT_CALIBRATION.value
+    parser.add_argument("--calibration", choices=[c.value for c in Calibration], default=calibration,
+                        help=f"with --int8: how activation ranges are chosen (default: {calibration})")  # fmt: skip
+    parser.add_argument("--data", help="with --int8: calibrate on this dataset (folder, .zip, cifar10, ...) "
+                        "instead of the checkpoint's own")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
     """Export ``args.checkpoint``; print the parity line; 0 if it passes (within ``args.atol`` of eager, or for
     ``--int8`` enough top-1 agreement), 1 if not."""
     fmt = Format(args.format)
@@ -84,44 +103,3 @@ def _shortfall(report: ParityReport) -> str:
     if isinstance(report, Int8ParityReport):
         return f"top-1 agreement {report.top1_agreement:.1%} < {report.min_top1_agreement:.0%}, or non-finite outputs"
     return f"max |diff| {report.max_abs_diff:.2e} > atol {report.atol:.0e}"
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Time ``args.model`` (a registry name or a training checkpoint) along the chosen routes; table and JSON."""
-    routes = parse_routes(args.routes)
-    model, input_size, calibration = _bench_model(args)
-    settings = BenchSettings(input_size=args.input_size or input_size, batch=args.batch_size, repeats=args.repeats,
-                             warmup=args.warmup, threads=args.threads, calibration=calibration)  # fmt: skip
-    results = bench(model, routes, settings, progress=sys.stderr.isatty())
-    print(format_results(results))
-    print(f"\nmedian of {args.repeats} calls after {args.warmup} warm-up calls; "
-          f"{machine_note(args.threads or torch.get_num_threads())}")  # fmt: skip
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
-
-
-def parse_routes(text: str) -> list[Route]:
-    """``"all"`` (every installed route) or comma-separated route names."""
-    if text == "all":
-        return available_routes()
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    known = {route.value: route for route in Route}
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise ValueError(f"unknown route {unknown[0]!r}; choose from all, {', '.join(known)}")
-    return [known[name] for name in names]
-
-
-def _bench_model(args: argparse.Namespace) -> tuple[torch.nn.Module, int, torch.Tensor | None]:
-    """The network, its input size and int8 calibration images: real training images for a checkpoint."""
-    if Path(args.model).is_file():
-        state = load_checkpoint(args.model)
-        calibration = None
-        if args.routes == "all" or "int8" in args.routes:
-            calibration = calibration_images(state, args.calibration_images)
-        return model_from_checkpoint(state).eval(), state["normalize"]["input_size"], calibration
-    model = create_model(args.model).eval()  # random weights: the speed of a network does not depend on them
-    return model, default_input_size(model), None

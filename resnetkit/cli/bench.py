@@ -1,0 +1,76 @@
+"""``resnetkit bench MODEL``: latency and throughput of every inference route, with MACs, params and file size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ..deploy.bench import BenchSettings, Route, available_routes, bench, format_results, machine_note
+from ..deploy.export import default_input_size
+from ..deploy.quantize import calibration_images
+from ..models import create_model
+from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+
+NAME = "bench"
+HELP = ("latency and throughput of every inference route (eager, fused, compiled, ONNX Runtime, OpenVINO, int8), "
+        "with MACs, params and file size")  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="registry name (random weights: speed does not depend on them) or checkpoint")
+    parser.add_argument("--routes", default="all", help="comma-separated: " + ",".join(r.value for r in Route)
+                        + " (default: all installed)")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=32, help="the larger batch, for throughput (default: 32)")
+    parser.add_argument("--input-size", type=int, help="image side (default: the checkpoint's, 32 for CIFAR "
+                        "stems, 224 otherwise)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls first")
+    parser.add_argument("--threads", type=int, default=0, help="threads for every runtime (default: all cores)")
+    parser.add_argument("--calibration-images", type=int, default=512, help="int8 calibration images (checkpoint)")
+    parser.add_argument("--json", help="also write the results as a JSON list to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time ``args.model`` (a registry name or a training checkpoint) along the chosen routes; table and JSON."""
+    routes = parse_routes(args.routes)
+    model, input_size, calibration = _bench_model(args, routes)
+    settings = BenchSettings(input_size=args.input_size or input_size, batch=args.batch_size, repeats=args.repeats,
+                             warmup=args.warmup, threads=args.threads, calibration=calibration)  # fmt: skip
+    results = bench(model, routes, settings, progress=sys.stderr.isatty())
+    print(format_results(results))
+    print(f"\nmedian of {args.repeats} calls after {args.warmup} warm-up calls; "
+          f"{machine_note(args.threads or torch.get_num_threads())}")  # fmt: skip
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def parse_routes(text: str) -> list[Route]:
+    """``"all"`` (every installed route) or comma-separated route names."""
+    if text == "all":
+        return available_routes()
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = {route.value: route for route in Route}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown route {unknown[0]!r}; choose from all, {', '.join(known)}")
+    return [known[name] for name in names]
+
+
+def _bench_model(args: argparse.Namespace, routes: list[Route]) -> tuple[torch.nn.Module, int, torch.Tensor | None]:
+    """The network, its input size and int8 calibration images: real training images for a checkpoint, read only
+    when an int8 route will use them."""
+    if Path(args.model).is_file():
+        state = load_checkpoint(args.model)
+        calibration = None
+        if any(route.is_int8 for route in routes):
+            calibration = calibration_images(state, args.calibration_images)
+        return model_from_checkpoint(state).eval(), state["normalize"]["input_size"], calibration
+    model = create_model(args.model).eval()  # random weights: the speed of a network does not depend on them
+    return model, default_input_size(model), None

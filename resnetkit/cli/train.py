@@ -1,0 +1,34 @@
+"""``resnetkit train [RECIPE] [KEY=VALUE ...]``: train a model from a recipe."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "train"
+HELP = "train a model from a recipe (default: the embedded digits demo)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", nargs="?", help="recipe file or shipped recipe name (digits, cifar10_paper, "
+                        "cifar10_cpu, imagenet_resnet50_tv1); default: digits")  # fmt: skip
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="e.g. optim.lr=0.05 model.name=cifar_resnet56")  # fmt: skip
+    parser.add_argument("--out", help="run directory (checkpoints, log, plot, summary.json)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the recipe with its overrides (every option checked before any data is read), then train."""
+    from ..train.config import DEFAULT_RECIPE, load_config
+    from ..train.engine import fit
+
+    recipe, overrides = args.recipe, list(args.overrides)
+    if recipe and "=" in recipe:  # `resnetkit train optim.lr=0.05`: no recipe, only overrides
+        recipe, overrides = None, [recipe, *overrides]
+    overrides += [f"out={args.out}"] if args.out else []
+    config = load_config(recipe or DEFAULT_RECIPE, overrides)
+    try:
+        fit(config, resume=args.resume)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("continue with --resume") from None
+    return 0
