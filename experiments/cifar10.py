@@ -200,7 +200,7 @@ def run_overrides(run: Run, seed: int, args: argparse.Namespace) -> list[str]:
 def train(run: Run, seed: int, run_dir: Path, args: argparse.Namespace, command: str, tag: str) -> bool:
     """Train, resume or skip one run; True if it trained."""
     overrides = run_overrides(run, seed, args)
-    cfg = load_config(args.recipe, [*overrides, f"out={run_dir}"])
+    cfg = load_config(args.recipe, [*overrides, f"out={run_dir}"], check_data=False)  # made or checked later
     finished, resume = (run_dir / "summary.json").is_file(), (run_dir / LAST).is_file()
     if finished or resume:  # a finished run may have no checkpoint left: its config.json is compared
         check_unchanged(cfg, run_dir)

@@ -13,7 +13,7 @@ import pytest
 
 from resnetkit import cli
 from resnetkit.cli import fields, main, parse_args
-from resnetkit.compress.chain import ChainPlan
+from resnetkit.workflows.compress import ChainPlan
 from resnetkit.compress.prune import Criterion
 from resnetkit.deploy.quantize import Calibration
 from resnetkit.errors import UnknownNameError, UserError
@@ -33,12 +33,12 @@ def test_the_parser_lists_every_command_with_its_help(capsys):
 
 
 def test_compress_defaults_are_the_plans():
-    _, args = parse_args(["compress", "run/last.pt", "--out", "o"])
+    _, args = parse_args(["compress", "run/last.safetensors", "--out", "o"])
     assert fields.from_args(ChainPlan, args) == ChainPlan()
 
 
 def test_compress_flags_build_the_plan_with_enums_parsed():
-    _, args = parse_args(["compress", "run/last.pt", "optim.lr=0.05", "--out", "o", "--prune", "0.5", "--criterion",
+    _, args = parse_args(["compress", "run/last.safetensors", "optim.lr=0.05", "--out", "o", "--prune", "0.5", "--criterion",
                           "bn_scale", "--calibration", "minmax", "--distill", "--finetune-epochs", "2", "--repeats",
                           "3", "--threads", "1", "epochs=1"])  # fmt: skip
     plan = fields.from_args(ChainPlan, args)

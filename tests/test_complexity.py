@@ -1,4 +1,4 @@
-"""The model table: counts against the papers, the CLI that prints it, and the copy in the README."""
+"""The model table: counts against the papers, the CLI that prints it, and the copy in the docs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from resnetkit.cli import main
 from resnetkit.cli.models import format_table
 from resnetkit.models.complexity import count_macs, count_params, model_table
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+MODELS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,9 @@ def test_counting_leaves_every_module_in_its_mode():
     assert {name: module.training for name, module in model.named_modules()} == modes
 
 
-def test_readme_shows_the_generated_table(table):
-    assert format_table(table, markdown=True) in README.read_text(), "README table is stale: regenerate it with " \
-        "`resnetkit models --format markdown`"
+def test_docs_show_the_generated_table(table):
+    stale = "docs/models.md table is stale: regenerate it with `resnetkit models --format markdown`"
+    assert format_table(table, markdown=True) in MODELS_PAGE.read_text(), stale
 
 
 def test_cli_models_text(capsys):

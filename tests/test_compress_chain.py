@@ -1,5 +1,5 @@
 """``resnetkit compress``: the chain prune -> fine-tune (distilled) -> int8 on a real tiny checkpoint; every stage
-is written, reloadable and measured."""
+is written as a model file, reloadable and measured."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from resnetkit.cli import main, parse_args
-from resnetkit.compress.chain import ChainPlan, compress_checkpoint, format_stages
-from resnetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
+from resnetkit import load_model
+from resnetkit.train.checkpoint import load_checkpoint
+from resnetkit.workflows.compress import ChainPlan, compress_model, format_stages
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def chain(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("compress")
     plan = ChainPlan(prune=0.5, finetune_epochs=3, distill=True, int8=True, calibration_images=64, latency_repeats=2,
                      overrides=("progress=false",))  # fmt: skip
-    return out, compress_checkpoint(tiny_checkpoint, out, plan)
+    return out, compress_model(tiny_checkpoint, out, plan)
 
 
 def test_every_stage_is_measured(chain):
@@ -37,10 +38,10 @@ def test_every_stage_is_measured(chain):
 
 def test_stages_are_files_that_reload(chain, tiny_checkpoint):
     out, stages = chain
-    tuned = load_checkpoint(out / "finetune" / "last.pt")
-    assert tuned["teacher"]["checkpoint"] == str(tiny_checkpoint)  # distilled from the original
-    assert [edit["op"] for edit in tuned["surgery"]] == ["prune"]
-    model = model_from_checkpoint(tuned)
+    tuned = load_checkpoint(out / "finetune" / "last.safetensors")
+    assert tuned.train_state["teacher"]["checkpoint"] == str(tiny_checkpoint)  # distilled from the original
+    assert [edit["op"] for edit in tuned.record.edits] == ["prune"]
+    model = load_model(out / "finetune" / "last.safetensors")
     assert sum(p.numel() for p in model.parameters()) == stages[2].params
     document = json.loads((out / "compress.json").read_text())
     assert document["plan"]["prune"] == 0.5 and [s["name"] for s in document["stages"]][-1] == "int8"
@@ -56,15 +57,15 @@ def test_cli_needs_a_step(tiny_checkpoint, tmp_path, capsys):
 
 def test_rerun_reuses_the_fine_tuning_and_another_plan_is_refused(chain, tiny_checkpoint):
     out, stages = chain
-    tuned = out / "finetune" / "last.pt"
+    tuned = out / "finetune" / "last.safetensors"
     before = tuned.stat().st_mtime_ns
     plan = ChainPlan(prune=0.5, finetune_epochs=3, distill=True, int8=True, calibration_images=64, latency_repeats=2,
                      overrides=("progress=false",))  # fmt: skip
-    again = compress_checkpoint(tiny_checkpoint, out, replace(plan, latency_repeats=3, latency_threads=1))
+    again = compress_model(tiny_checkpoint, out, replace(plan, latency_repeats=3, latency_threads=1))
     assert tuned.stat().st_mtime_ns == before  # finished: not trained again (timing settings are not the plan)
     assert [s.val_top1 for s in again] == [s.val_top1 for s in stages]
     with pytest.raises(ValueError, match="another chain"):
-        compress_checkpoint(tiny_checkpoint, out, ChainPlan(prune=0.25, latency_repeats=2))
+        compress_model(tiny_checkpoint, out, ChainPlan(prune=0.25, latency_repeats=2))
 
 
 def test_depth_pruning_stage_from_the_cli(tiny_checkpoint, tmp_path, capsys):
@@ -76,17 +77,17 @@ def test_depth_pruning_stage_from_the_cli(tiny_checkpoint, tmp_path, capsys):
     original, compressed = document["stages"]
     assert list(compressed["details"]["prune_depth"]["dropped"]) == ["layer1.0"]
     assert compressed["macs"] / original["macs"] <= 0.9 and compressed["params"] < original["params"]
-    model = model_from_checkpoint(load_checkpoint(tmp_path / "compressed.pt"))
+    model = load_model(tmp_path / "compressed.safetensors")
     assert isinstance(model.layer1[0], torch.nn.Identity)
     assert "layer1.0" in capsys.readouterr().out
 
 
 def test_overrides_may_follow_the_flags(capsys):
-    _, args = parse_args(["compress", "run/last.pt", "optim.lr=0.05", "--int8", "progress=false", "--out", "o"])
+    _, args = parse_args(["compress", "run/last.safetensors", "optim.lr=0.05", "--int8", "progress=false", "--out", "o"])
     assert args.overrides == ["optim.lr=0.05", "progress=false"] and args.int8 and args.out == "o"
     _, args = parse_args(["train", "cifar10_cpu", "--out", "o", "epochs=3"])
     assert (args.recipe, args.overrides, args.out) == ("cifar10_cpu", ["epochs=3"], "o")
-    for argv in (["compress", "c.pt", "--out", "o", "stray"], ["export", "c.pt", "epochs=3"]):  # no KEY=VALUE / no overrides
+    for argv in (["compress", "c.safetensors", "--out", "o", "stray"], ["export", "c.safetensors", "epochs=3"]):  # no KEY=VALUE / no overrides
         with pytest.raises(SystemExit):
             parse_args(argv)
         assert "unrecognized arguments" in capsys.readouterr().err

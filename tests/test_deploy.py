@@ -167,7 +167,7 @@ def test_cli_exits_1_when_the_export_does_not_match(tiny_checkpoint, tmp_path, m
             fused.layer3[0].conv2.weight.mul_(1.01)
         return fused
 
-    monkeypatch.setattr("resnetkit.deploy.cli.fuse_model", broken_fuse)
+    monkeypatch.setattr("resnetkit.cli.export.fuse_model", broken_fuse)
     assert main(["export", str(tiny_checkpoint), "--fuse", "--out", str(tmp_path / "bad.onnx")]) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out

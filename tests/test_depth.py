@@ -12,9 +12,8 @@ from torch import nn
 
 from resnetkit import count_macs, create_model
 from resnetkit.compress import apply_surgery, drop_units, droppable_units, prune_channels
-from resnetkit.compress.budget import set_submodule
+from resnetkit.models.surgery import set_submodule, surgery_of
 from resnetkit.compress.depth import _lesion_scores
-from resnetkit.compress.surgery import surgery_of
 from resnetkit.models.blocks import ResidualUnit
 
 from .conftest import randomize_norms, test_size

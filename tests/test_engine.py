@@ -28,7 +28,13 @@ def tiny(tmp_path, *overrides, name="run"):
 
 
 def weights(path):
-    return load_checkpoint(path)["model"]
+    """The raw (not EMA) weights of a checkpoint."""
+    checkpoint = load_checkpoint(path)
+    return checkpoint.train_state["model"] or checkpoint.weights
+
+
+def summary_steps(run) -> int:
+    return json.loads((run / "summary.json").read_text())["steps"]
 
 
 def assert_same_weights(a, b, atol=0.0):
@@ -60,11 +66,14 @@ def test_fit_writes_everything_and_learns(tmp_path):
     out = tmp_path / "run"
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    for name in ("last.pt", "best.pt", "log.jsonl", "curves.png", "summary.json", "weights.safetensors"):
+    for name in ("last.safetensors", "best.safetensors", "weights.safetensors", "config.json", "log.jsonl",
+                 "curves.png", "summary.json"):  # fmt: skip
         assert (out / name).is_file(), name
     from safetensors.torch import load_file
 
-    assert_same_weights(load_file(out / "weights.safetensors"), weights(out / "last.pt"))
+    assert_same_weights(load_file(out / "weights.safetensors"), weights(out / "last.safetensors"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["total_steps"] == summary_steps(out) and config["model_config"]["layers"] == [1, 1, 1]
     assert list((out / "tensorboard").iterdir())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["images_per_s"] > 0 and summary["wall_time_s"] > 0
@@ -88,28 +97,29 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         fit(tiny(tmp_path, *options, name="resumed"))
     monkeypatch.undo()
-    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "resumed" / "last.safetensors").train_state["epoch"] == 2
     fit(tiny(tmp_path, *options, name="resumed"), resume=True)
 
-    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "resumed" / "last.pt")
-    assert a["step"] == b["step"] == 3 * 39
-    assert_same_weights(a["model"], b["model"])
-    assert_same_weights(a["ema"], b["ema"])
+    a = load_checkpoint(tmp_path / "straight" / "last.safetensors")
+    b = load_checkpoint(tmp_path / "resumed" / "last.safetensors")
+    assert a.train_state["step"] == b.train_state["step"] == 3 * 39
+    assert_same_weights(a.train_state["model"], b.train_state["model"])  # the raw weights
+    assert_same_weights(a.weights, b.weights)  # the EMA
     assert [r["epoch"] for r in read_log(tmp_path / "resumed" / "log.jsonl")] == [1, 2, 3]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     fit(tiny(tmp_path, "epochs=1"))
-    good = (tmp_path / "run" / "last.pt").read_bytes()
+    good = (tmp_path / "run" / "last.safetensors").read_bytes()
     with pytest.raises(TrainingDiverged, match="loss became nan.*last good checkpoint is"):
         fit(tiny(tmp_path, "epochs=2", "optim.lr=1e30", "optim.schedule=constant"), resume=True)
-    assert (tmp_path / "run" / "last.pt").read_bytes() == good
+    assert (tmp_path / "run" / "last.safetensors").read_bytes() == good
 
 
 def test_cli_train_eval_predict(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["train", *TINY, "epochs=2", "--out", str(out)]) == 0
-    assert main(["eval", str(out / "best.pt")]) == 0
+    assert main(["eval", str(out / "best.safetensors")]) == 0
     report = capsys.readouterr().out
     assert "[test], 359 images: top-1" in report and "confusion matrix" in report
     from resnetkit.data import load_digits
@@ -118,7 +128,7 @@ def test_cli_train_eval_predict(tmp_path, capsys):
     digit = load_digits().images[0, 0].numpy()
     Image.fromarray(digit).save(tmp_path / "digit.png")
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    assert main(["predict", str(out / "last.pt"), str(tmp_path / "broken.png"), str(tmp_path / "digit.png")]) == 1
+    assert main(["predict", str(out / "last.safetensors"), str(tmp_path / "broken.png"), str(tmp_path / "digit.png")]) == 1
     captured = capsys.readouterr()
     assert "digit.png: " in captured.out and captured.out.count("%") == 5
     assert "broken.png" in captured.err and len(captured.err.strip().splitlines()) == 1
@@ -143,4 +153,5 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
            "-m", "resnetkit", "train", *common, "--out", str(tmp_path / "ddp")]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert_same_weights(weights(tmp_path / "single" / "last.pt"), weights(tmp_path / "ddp" / "last.pt"), atol=1e-5)
+    assert_same_weights(weights(tmp_path / "single" / "last.safetensors"), weights(tmp_path / "ddp" / "last.safetensors"),
+                        atol=1e-5)  # fmt: skip

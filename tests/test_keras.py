@@ -105,7 +105,7 @@ def test_resnetkit_convert_writes_weights_that_load_model_rebuilds(case50, tmp_p
     name, case = case50
     assert main(["convert", str(case.files["weights.h5"]), str(tmp_path / "k.safetensors")]) == 0
     model = load_model(tmp_path / "k.safetensors").eval()
-    meta = model.weights_meta
+    meta = model.record
     info = {"mean": meta.preprocess.mean, "std": meta.preprocess.std}
     assert np.abs(resnetkit_logits(model, info, case.images) - case.logits).max() <= 1e-4
     assert meta.source == f"keras:{name}" and len(meta.classes) == 1000 and len(meta.source_sha256) == 64

@@ -9,7 +9,7 @@ from PIL import Image
 
 from resnetkit.cli import main
 from resnetkit.data import ImageDecodeError, load_digits
-from resnetkit.inference import Predictor, read_image
+from resnetkit.workflows import Predictor, read_image
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,6 @@ def test_predict_every_file_and_report_the_bad_ones(tmp_path, digit, tiny_checkp
     out, err = capsys.readouterr()
     assert len(out.strip().splitlines()) == len(files)
     assert len(err.strip().splitlines()) == 1 and "truncated.jpg" in err
-    predictor = Predictor.from_checkpoint(tiny_checkpoint)
+    predictor = Predictor.load(tiny_checkpoint)
     top = predictor.predict_file(tmp_path / "grey.png", topk=3).top
     assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] and set(c for c, _ in top) <= set(map(str, range(10)))

@@ -25,7 +25,6 @@ from resnetkit.deploy import (
     Calibration,
     Int8ParityReport,
     ParityError,
-    calibration_images,
     check_int8_parity,
     export_int8,
     export_onnx,
@@ -35,7 +34,9 @@ from resnetkit.deploy import (
     sample_images,
     strip_qat,
 )
-from resnetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
+from resnetkit import load_model
+from resnetkit.train.checkpoint import load_checkpoint
+from resnetkit.workflows import calibration_images
 
 from .conftest import randomize_norms, test_size
 
@@ -59,7 +60,7 @@ def fp32_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tiny_checkpoint):
     """The tiny digits checkpoint's model, and 96 of its training images (16x16)."""
-    return model_from_checkpoint(load_checkpoint(tiny_checkpoint)).eval(), calibration_images(tiny_checkpoint, 96)
+    return load_model(tiny_checkpoint).eval(), calibration_images(tiny_checkpoint, 96)
 
 
 def weight_quantization(path) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -136,15 +137,15 @@ def test_unrepresentative_calibration_fails_the_check(trained, tmp_path):
     assert again.ok and again.top1_agree == report.top1_agree  # the threshold is the only difference
 
 
-def test_calibration_images_are_the_checkpoints_training_images(tiny_checkpoint):
-    state = load_checkpoint(tiny_checkpoint)
-    images = calibration_images(state, 40)
-    assert images.shape == (40, len(state["normalize"]["mean"]), 16, 16) and images.dtype == torch.float32
+def test_calibration_images_are_the_models_training_images(tiny_checkpoint):
+    record = load_model(tiny_checkpoint).record
+    images = calibration_images(record, 40)
+    assert images.shape == (40, len(record.preprocess.mean), 16, 16) and images.dtype == torch.float32
     assert abs(images.mean().item()) < 0.5 and 0.5 < images.std().item() < 2  # normalised as in training
     assert torch.equal(images[:10], calibration_images(tiny_checkpoint, 10))  # the first N, in a fixed order
     assert not torch.equal(images[:10], calibration_images(tiny_checkpoint, 10, split="val"))
     with pytest.raises(ValueError, match="at least 1"):
-        calibration_images(state, 0)
+        calibration_images(record, 0)
 
 
 # QAT
@@ -240,7 +241,7 @@ def test_cli_int8_exits_1_when_calibration_is_unrepresentative(tiny_checkpoint, 
         images[: count - 64] *= 1e-3
         return images
 
-    monkeypatch.setattr("resnetkit.deploy.cli.calibration_images", blank_calibration)
+    monkeypatch.setattr("resnetkit.cli.export.calibration_images", blank_calibration)
     out = tmp_path / "bad-int8.onnx"
     assert main(["export", str(tiny_checkpoint), "--int8", "--calibration-images", "64", "--out", str(out)]) == 1
     captured = capsys.readouterr()
@@ -269,12 +270,12 @@ def test_qat_training_option_trains_a_normal_checkpoint(tiny_checkpoint, tmp_pat
     out = tmp_path / "qat"
     fit(load_config("digits", ["model.options={layers: [1, 1, 1]}", "data.input_size=16", "steps=3", "qat=true",
                                f"init_from={tiny_checkpoint}", "progress=false", f"out={out}"]))  # fmt: skip
-    state = load_checkpoint(out / "last.pt")
-    assert state["train_config"]["qat"] is True
-    original = load_checkpoint(tiny_checkpoint)["model"]
-    assert state["model"].keys() == original.keys()  # no fake-quant state saved
-    assert any(not torch.equal(state["model"][k], original[k]) for k in original)  # it trained
-    model = model_from_checkpoint(state)  # an ordinary model again
+    last = load_checkpoint(out / "last.safetensors")
+    assert last.record.train_config["qat"] is True
+    original = load_checkpoint(tiny_checkpoint).weights
+    assert last.weights.keys() == original.keys()  # no fake-quant state saved
+    assert any(not torch.equal(last.weights[k], original[k]) for k in original)  # it trained
+    model = load_model(out / "last.safetensors")  # an ordinary model again
     assert not any(hasattr(m, "weight_fake_quant") for m in model.modules())
 
 

@@ -11,9 +11,9 @@ import torch
 
 from ..deploy.bench import BenchSettings, Route, available_routes, bench, format_results, machine_note
 from ..deploy.export import default_input_size
-from ..deploy.quantize import calibration_images
 from ..models import create_model
-from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+from ..weights import load_model
+from ..workflows import calibration_images
 
 NAME = "bench"
 HELP = ("latency and throughput of every inference route (eager, fused, compiled, ONNX Runtime, OpenVINO, int8), "
@@ -21,21 +21,23 @@ HELP = ("latency and throughput of every inference route (eager, fused, compiled
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="registry name (random weights: speed does not depend on them) or checkpoint")
+    parser.add_argument("model", help="a model name (random weights: speed does not depend on them), a weights name "
+                        "(resnet50.tv2_in1k) or a model file")  # fmt: skip
     parser.add_argument("--routes", default="all", help="comma-separated: " + ",".join(r.value for r in Route)
                         + " (default: all installed)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=32, help="the larger batch, for throughput (default: 32)")
-    parser.add_argument("--input-size", type=int, help="image side (default: the checkpoint's, 32 for CIFAR "
+    parser.add_argument("--input-size", type=int, help="image side (default: the weights', 32 for CIFAR "
                         "stems, 224 otherwise)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls first")
     parser.add_argument("--threads", type=int, default=0, help="threads for every runtime (default: all cores)")
-    parser.add_argument("--calibration-images", type=int, default=512, help="int8 calibration images (checkpoint)")
+    parser.add_argument("--calibration-images", type=int, default=512, help="int8 calibration images (a resnetkit "
+                        "run's model; random images otherwise)")  # fmt: skip
     parser.add_argument("--json", help="also write the results as a JSON list to this file")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Time ``args.model`` (a registry name or a training checkpoint) along the chosen routes; table and JSON."""
+    """Time ``args.model`` (a model or weights name, or a model file) along the chosen routes; table and JSON."""
     routes = parse_routes(args.routes)
     model, input_size, calibration = _bench_model(args, routes)
     settings = BenchSettings(input_size=args.input_size or input_size, batch=args.batch_size, repeats=args.repeats,
@@ -64,13 +66,13 @@ def parse_routes(text: str) -> list[Route]:
 
 
 def _bench_model(args: argparse.Namespace, routes: list[Route]) -> tuple[torch.nn.Module, int, torch.Tensor | None]:
-    """The network, its input size and int8 calibration images: real training images for a checkpoint, read only
-    when an int8 route will use them."""
-    if Path(args.model).is_file():
-        state = load_checkpoint(args.model)
-        calibration = None
-        if any(route.is_int8 for route in routes):
-            calibration = calibration_images(state, args.calibration_images)
-        return model_from_checkpoint(state).eval(), state["normalize"]["input_size"], calibration
-    model = create_model(args.model).eval()  # random weights: the speed of a network does not depend on them
-    return model, default_input_size(model), None
+    """The network, its input size and int8 calibration images: real training images for a model trained by
+    resnetkit, read only when an int8 route will use them."""
+    if not (Path(args.model).is_file() or "." in args.model):
+        model = create_model(args.model).eval()  # random weights: the speed of a network does not depend on them
+        return model, default_input_size(model), None
+    model = load_model(args.model).eval()
+    calibration = None
+    if model.record.train_config and any(route.is_int8 for route in routes):
+        calibration = calibration_images(model.record, args.calibration_images)
+    return model, model.record.preprocess.crop_size, calibration

@@ -1,5 +1,4 @@
-"""``resnetkit eval CKPT`` (or ``--weights NAME_OR_FILE --data FOLDER``): top-1/top-5, per-class accuracy,
-confusion."""
+"""``resnetkit eval MODEL [--data DATASET] [--split SPLIT]``: top-1/top-5, per-class accuracy, confusion."""
 
 from __future__ import annotations
 
@@ -7,31 +6,25 @@ import argparse
 import json
 from pathlib import Path
 
+from ..workflows import evaluate_model
+
 NAME = "eval"
-HELP = "evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion"
+HELP = "evaluate a model: top-1/top-5, per-class accuracy, confusion"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", nargs="?", help="training checkpoint (or use --weights)")
-    parser.add_argument("--weights", help="weights file or registry name (resnet50.tv2_in1k), with --data")
+    parser.add_argument("model", help="a model file (a run's best.safetensors, converted or published weights, a "
+                        "torchvision checkpoint) or a registry name (resnet50.tv2_in1k)")  # fmt: skip
     parser.add_argument("--split", choices=["train", "val", "test"], default=None,
-                        help="split of the training data (default: test if the dataset has one, else val)")  # fmt: skip
-    parser.add_argument("--data", help="evaluate on another dataset (folder, .zip, cifar10, ...) instead")
+                        help="split of a resnetkit run's data (default: test if the dataset has one, else val)")  # fmt: skip
+    parser.add_argument("--data", help="another dataset for a run's model (folder, .zip, cifar10, ...); for other "
+                        "weights, the image folder or zip to evaluate on (required)")  # fmt: skip
     parser.add_argument("--json", help="also write the report as JSON to this file")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the report of a checkpoint or of weights on a dataset; also write it as JSON if asked."""
-    from ..train.evaluation import evaluate_checkpoint, evaluate_weights
-
-    if args.weights:
-        if args.checkpoint or not args.data:
-            raise ValueError("with --weights, give the dataset as --data FOLDER_OR_ZIP and no checkpoint")
-        report = evaluate_weights(args.weights, args.data)
-    elif args.checkpoint:
-        report = evaluate_checkpoint(args.checkpoint, split=args.split, dataset=args.data)
-    else:
-        raise ValueError("give a checkpoint, or --weights NAME_OR_FILE --data FOLDER")
+    """Print the report; also write it as JSON if asked."""
+    report = evaluate_model(args.model, split=args.split, dataset=args.data)
     print(report.text())
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))

@@ -1,5 +1,5 @@
-"""``resnetkit export CKPT``: a training checkpoint to ONNX, TorchScript or a torch.export program, parity-checked;
-with ``--int8``, to static int8 ONNX calibrated on the checkpoint's own training images."""
+"""``resnetkit export MODEL``: a model file or registry name to ONNX, TorchScript or a torch.export program,
+parity-checked; with ``--int8``, to static int8 ONNX calibrated on the model's own training images (or ``--data``)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,26 @@ from torch import nn
 
 from ..deploy.export import EXPORTERS, Format, ParityError, ParityReport, sample_images
 from ..deploy.fuse import fuse_model, norm_names
-from ..deploy.quantize import DEFAULT_CALIBRATION, Calibration, Int8ParityReport, calibration_images, export_int8
-from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+from ..deploy.quantize import DEFAULT_CALIBRATION, Calibration, Int8ParityReport, export_int8
+from ..models import ResNet
+from ..weights import load_model
+from ..workflows import calibration_images
 
 NAME = "export"
-HELP = "export a checkpoint to ONNX, TorchScript or torch.export, checked against eager PyTorch"
+HELP = "export a model to ONNX, TorchScript or torch.export, checked against eager PyTorch"
 PARITY_BATCH = 8  # images in the parity check (plus one single-image batch)
 INT8_CHECK_IMAGES = 64  # held-out training images the int8 check runs: one top-1 flip is 1.5%, the pass mark 95%
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="training checkpoint")
+    parser.add_argument("model", help="a model file (a run's best.safetensors, converted or published weights) or a "
+                        "registry name")  # fmt: skip
     parser.add_argument("--format", choices=[f.value for f in Format], default=Format.ONNX.value,
                         help="onnx (run by ONNX Runtime), torchscript (traced) or exported (torch.export "
                         ".pt2)")  # fmt: skip
     parser.add_argument("--fuse", action="store_true", help="fold BatchNorm into the convolutions first")
-    parser.add_argument("--out", help="file to write (default: beside the checkpoint, e.g. best.onnx, best-fused.pt2, "
-                        "best-int8.onnx)")  # fmt: skip
+    parser.add_argument("--out", help="file to write (default: beside the model file, e.g. best.onnx, best-fused.pt2, "
+                        "best-int8.onnx; for a registry name, in the current folder)")  # fmt: skip
     parser.add_argument("--atol", type=float, default=1e-4, help="largest max |output difference| from eager that "
                         "passes; exit status 1 above it (default: 1e-4; with --int8: the fp32 step's)")  # fmt: skip
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or later (default: 18)")
@@ -39,32 +42,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", choices=[c.value for c in Calibration], default=calibration,
                         help=f"with --int8: how activation ranges are chosen (default: {calibration})")  # fmt: skip
     parser.add_argument("--data", help="with --int8: calibrate on this dataset (folder, .zip, cifar10, ...) "
-                        "instead of the checkpoint's own")  # fmt: skip
+                        "instead of the model's own; needed for weights not trained by resnetkit")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    """Export ``args.checkpoint``; print the parity line; 0 if it passes (within ``args.atol`` of eager, or for
+    """Export ``args.model``; print the parity line; 0 if it passes (within ``args.atol`` of eager, or for
     ``--int8`` enough top-1 agreement), 1 if not."""
     fmt = Format(args.format)
     if args.int8 and fmt is not Format.ONNX:
         raise ValueError(f"--int8 writes ONNX (run by ONNX Runtime); it does not work with --format {fmt.value}")
     if args.data and not args.int8:
         raise ValueError("--data chooses the calibration images of --int8; add --int8")
-    state = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(state).eval()
+    model = load_model(args.model).eval()
     exported = model
     if args.fuse:
         exported = fuse_model(model)
         before, after = len(norm_names(model)), len(norm_names(exported))
         print(f"fused {before - after} of {before} BatchNorm layers into their convolutions")
-    path = Path(args.out) if args.out else default_export_path(args.checkpoint, fmt, args.fuse, args.int8)
+    path = Path(args.out) if args.out else default_export_path(args.model, fmt, args.fuse, args.int8)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if args.int8:
-            report = _export_int8(args, state, model, exported, path)
+            report = _export_int8(args, model, exported, path)
         else:
-            norm = state["normalize"]
-            inputs = sample_images(PARITY_BATCH, norm["input_size"], len(norm["mean"]), norm["mean"], norm["std"])
+            pre = model.record.preprocess
+            inputs = sample_images(PARITY_BATCH, pre.crop_size, len(pre.mean), pre.mean, pre.std)
             options = {"opset": args.opset} if fmt is Format.ONNX else {}
             report = EXPORTERS[fmt](exported, path, reference=model, inputs=inputs, atol=args.atol, **options)
     except ParityError as err:
@@ -76,20 +78,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_export_path(checkpoint: str | Path, fmt: Format, fused: bool, int8: bool = False) -> Path:
-    """Beside the checkpoint: ``best.pt`` -> ``best.onnx``, ``best-fused.pt2``, ``best-fused-int8.onnx``, ..."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.stem + ("-fused" if fused else "") + ("-int8" if int8 else "") + fmt.suffix)
+def default_export_path(model: str | Path, fmt: Format, fused: bool, int8: bool = False) -> Path:
+    """Beside the model file: ``best.safetensors`` -> ``best.onnx``, ``best-fused.pt2``, ``best-fused-int8.onnx``,
+    ...; a registry name ``resnet50.tv2_in1k`` -> ``resnet50.tv2_in1k.onnx`` in the current folder."""
+    path = Path(model)
+    stem = path.stem if path.is_file() else path.name
+    return path.with_name(stem + ("-fused" if fused else "") + ("-int8" if int8 else "") + fmt.suffix)
 
 
-def _export_int8(args: argparse.Namespace, state: dict, model: nn.Module, exported: nn.Module, path: Path):
+def _export_int8(args: argparse.Namespace, model: ResNet, exported: nn.Module, path: Path):
     """Calibrate on the first N training images, check on the next :data:`INT8_CHECK_IMAGES`."""
     count = args.calibration_images
     if count < 2:
         raise ValueError(f"--calibration-images must be at least 2 (a few hundred in real use), got {count}")
-    images = calibration_images(state, count + INT8_CHECK_IMAGES, dataset=args.data)
+    images = calibration_images(model.record, count + INT8_CHECK_IMAGES, dataset=args.data)
     calibration, held_out = images[:count], images[count:]
-    dataset = args.data or state["train_config"]["data"]["dataset"]
+    dataset = args.data or model.record.train_config["data"]["dataset"]
     if len(held_out) < 2:
         raise ValueError(f"{dataset} has {len(images)} training images, too few to calibrate on {count} and check "
                          f"on {INT8_CHECK_IMAGES} more; lower --calibration-images")  # fmt: skip

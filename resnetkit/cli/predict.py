@@ -1,35 +1,29 @@
-"""``resnetkit predict (CHECKPOINT | --weights NAME_OR_FILE) IMAGE [IMAGE ...]``: top-k classes for image files."""
+"""``resnetkit predict MODEL IMAGE [IMAGE ...]``: top-k classes for image files."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ..data.folder import ImageDecodeError
+from ..workflows import Predictor
+
 NAME = "predict"
 HELP = "top-k classes for image files"
-USAGE = "resnetkit predict (CHECKPOINT | --weights NAME_OR_FILE) IMAGE [IMAGE ...]"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="a training checkpoint, then images")
-    parser.add_argument("--weights", help="weights file or registry name: its own preprocessing; all PATHs are images")
+    parser.add_argument("model", help="a model file or registry name; its record gives the preprocessing and classes")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--topk", type=int, default=5)
 
 
 def run(args: argparse.Namespace) -> int:
     """One line per image; an image that cannot be decoded is a one-line error and exit status 1, the others are
     still predicted."""
-    from ..data.folder import ImageDecodeError
-    from ..inference import Predictor
-
-    if args.weights:
-        predictor, images = Predictor.from_weights(args.weights), args.paths
-    else:
-        predictor, images = Predictor.from_checkpoint(args.paths[0]), args.paths[1:]
-    if not images:
-        raise ValueError("no image given")
+    predictor = Predictor.load(args.model)
     failures = 0
-    for path in images:
+    for path in args.images:
         try:
             prediction = predictor.predict_file(path, topk=args.topk)
         except ImageDecodeError as err:

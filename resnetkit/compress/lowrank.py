@@ -46,7 +46,7 @@ from .budget import (
     measure,
     plan_for_budget,
 )
-from ..models.surgery import conv_like, factor_chain, record_surgery, set_submodule, thin_channels
+from ..models.surgery import factor_chain, record_surgery, set_submodule
 
 
 class Method(enum.Enum):

@@ -45,7 +45,7 @@ from .budget import (
     measure,
     plan_for_budget,
 )
-from ..models.surgery import conv_like, record_surgery, set_submodule, thin_channels
+from ..models.surgery import record_surgery, thin_channels
 
 PRUNABLE_NORMS = (_BatchNorm, FrozenBatchNorm2d)  # per-channel statistics: slicing them is exact
 # Per unit class: (producer conv, the norm reading it, the conv consuming it) inside the residual branch.

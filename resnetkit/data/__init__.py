@@ -20,9 +20,8 @@ from .loader import DeviceLoader
 from .sources import NAMED_DATASETS, check_dataset
 from .split import CIFAR_VAL_SIZE, split, split_indices, train_val_split
 from .stream import ImageFolderDataset, folder_loader
+from ..models.record import IMAGENET_MEAN, IMAGENET_STD
 from .transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Augment,
     AugmentConfig,
     AutoAugment,

@@ -23,7 +23,6 @@ import torch
 from torchvision.transforms import v2
 
 from ..errors import UnknownOptionError
-from ..models.record import IMAGENET_MEAN, IMAGENET_STD  # defined once, with the model record's preprocessing
 from ..options import parse_enum
 from .cifar import CIFAR10_MEAN, CIFAR10_STD
 

@@ -41,7 +41,7 @@ import io
 import math
 import platform
 import tempfile
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch

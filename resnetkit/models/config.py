@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UnknownOptionError
 from ..options import parse_enum
 
 
@@ -195,7 +196,7 @@ class ResNetConfig:
                 continue
             name = ALIASES.get(key, key)
             if name not in _FIELD_NAMES:
-                raise TypeError(f"unknown model option {key!r}; valid options: {', '.join(sorted(_FIELD_NAMES))}")
+                raise UnknownOptionError(f"unknown model option {key!r}; valid options: {', '.join(sorted(_FIELD_NAMES))}")
             fields[name] = value
         return dataclasses.replace(self, **fields)
 

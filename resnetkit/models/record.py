@@ -79,31 +79,33 @@ class ModelRecord:
     Args:
         arch: variant name in :func:`resnetkit.list_models`.
         config: the exact architecture (the variant's config with any overrides).
-        edits: architecture edits replayed after building ``config`` (see :mod:`resnetkit.models.surgery`).
         preprocess: resize, crop, interpolation, mean and std the weights expect.
         classes: class names in output order.
         metrics: measured accuracies with their dataset and split.
         recipe: how the weights were trained, in words (a recipe name, file or URL).
-        train_config: the full training config of the resnetkit run that made them (empty for other weights);
-            with it, ``resnetkit eval`` rebuilds the run's own data split.
         source: where they came from (URL, converted file, training run).
         source_sha256: SHA-256 of the file they were converted from, if any.
         tensors_sha256: SHA-256 of the tensors (names, dtypes, shapes, bytes), set when the file is written.
         extra: free-form provenance (epoch and step, hardware, wall time, command, ...).
+        edits: architecture edits replayed after building ``config`` (see :mod:`resnetkit.models.surgery`).
+        train_config: the full training config of the resnetkit run that made them (empty for other weights);
+            with it, ``resnetkit eval`` rebuilds the run's own data split.
+
+    The first ten fields are those of version 0.1's ``WeightsMeta``, in its order.
     """
 
     arch: str
     config: ResNetConfig
-    edits: tuple[dict[str, Any], ...] = ()
     preprocess: Preprocess = field(default_factory=Preprocess)
     classes: tuple[str, ...] = ()
     metrics: tuple[Metric, ...] = ()
     recipe: str = ""
-    train_config: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     source_sha256: str = ""
     tensors_sha256: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    edits: tuple[dict[str, Any], ...] = ()
+    train_config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "edits", tuple(self.edits))

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import UnknownNameError
 from ..io import natural_key
 from .config import ResNetConfig
 from .layers import NormLayer
@@ -28,7 +29,7 @@ def get_variant(name: str) -> Variant:
     except KeyError:
         close = difflib.get_close_matches(name, VARIANTS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `resnetkit models`"
-        raise KeyError(f"unknown model {name!r}{hint}") from None
+        raise UnknownNameError(f"unknown model {name!r}{hint}") from None
 
 
 def model_config(name: str, **overrides: Any) -> ResNetConfig:

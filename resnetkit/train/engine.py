@@ -30,6 +30,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .. import runtime
+from ..errors import UserError
 from ..io import atomic_write
 from ..models import Metric, ModelRecord, Preprocess, ResNet, create_model, get_variant
 from ..models.qat import prepare_qat
@@ -47,7 +48,7 @@ from .report import RunLog, plot_curves
 LOG_EVERY = 10  # steps between loss checks and progress-bar updates
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
@@ -289,9 +290,10 @@ def _record(t: Trainer, epoch_record: dict[str, Any]) -> ModelRecord:
         top5 = 100 * epoch_record["val_top5"] if "val_top5" in epoch_record else None
         metrics = (Metric(d.dataset, split, 100 * epoch_record["val_top1"], top5),)
     return ModelRecord(
-        t.cfg.model.name, t.model.config, tuple(surgery_of(t.model)), Preprocess.square(d.input_size, t.data.mean, t.data.std),
-        tuple(t.data.classes), metrics, recipe_summary(t.cfg), t.cfg.to_dict(), source=f"resnetkit training run {t.out}",
-        extra={"epoch": t.epoch, "step": t.step, "ema": t.ema is not None},
+        t.cfg.model.name, t.model.config, Preprocess.square(d.input_size, t.data.mean, t.data.std), tuple(t.data.classes),
+        metrics, recipe_summary(t.cfg), source=f"resnetkit training run {t.out}",
+        extra={"epoch": t.epoch, "step": t.step, "ema": t.ema is not None}, edits=tuple(surgery_of(t.model)),
+        train_config=t.cfg.to_dict(),
     )  # fmt: skip
 
 

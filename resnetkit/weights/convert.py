@@ -193,9 +193,9 @@ def _read_checkpoint_v0(state: dict[str, Any], path: Path) -> tuple[dict[str, to
     top5 = 100 * metrics["val_top5"] if "val_top5" in metrics else None
     measured = (Metric(dataset, "val", 100 * metrics["val_top1"], top5),) if "val_top1" in metrics else ()
     record = ModelRecord(state["model_name"], ResNetConfig.from_dict(state["model_config"]),
-                         tuple(state.get("surgery") or ()), Preprocess.square(norm["input_size"], norm["mean"], norm["std"]),
-                         tuple(state["classes"]), measured, train_config=train_config, source=str(path),
-                         extra={"epoch": state.get("epoch"), "step": state.get("step")})  # fmt: skip
+                         Preprocess.square(norm["input_size"], norm["mean"], norm["std"]), tuple(state["classes"]),
+                         measured, source=str(path), extra={"epoch": state.get("epoch"), "step": state.get("step")},
+                         edits=tuple(state.get("surgery") or ()), train_config=train_config)  # fmt: skip
     return tensors, record
 
 

@@ -138,9 +138,9 @@ def _header(path: Path) -> tuple[dict[str, str], list[str]]:
 def _record_v0(header: dict[str, str], tensors: dict[str, torch.Tensor]) -> ModelRecord:
     """The record of a 0.1 run's ``weights.safetensors``, which stored no preprocessing (assumed from the stem)."""
     config = ResNetConfig.from_dict(json.loads(header["model_config"]))
-    return ModelRecord(header["model_name"], config, tuple(json.loads(header.get("surgery", "[]"))),
-                       default_preprocess(config), tuple(json.loads(header.get("classes", "[]"))),
-                       source="resnetkit 0.1 run weights", tensors_sha256=tensors_sha256(tensors))  # fmt: skip
+    return ModelRecord(header["model_name"], config, default_preprocess(config), tuple(json.loads(header.get("classes", "[]"))),
+                       source="resnetkit 0.1 run weights", tensors_sha256=tensors_sha256(tensors),
+                       edits=tuple(json.loads(header.get("surgery", "[]"))))  # fmt: skip
 
 
 # -- the training state as JSON plus tensors ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 from ..io import download_url, file_digest
 from ..models import ResNet
 from .convert import convert_state_dict, read_any, read_state_dict
-from .format import WeightsError, load_checked, model_with, read_weights
+from .format import WeightsError, load_checked, model_with
 from .registry import SHIPPED, SourceFormat, WeightsEntry, get_weights
 
 

@@ -36,6 +36,7 @@ import torch
 
 from ..models import ResNet, create_model
 from ..models.variants import IMAGENET_DEPTHS
+from .format import WeightsError
 
 KERAS_EPS = 1.001e-5
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)  # Keras subtracts these (in BGR order) from 0-255 pixels
@@ -314,7 +315,7 @@ def keras_state_dict(
         problems = _problems(missing, unexpected, misshaped)
         raise ValueError(f"{path} does not hold Keras {spec.keras_name} weights: {problems}")
     if set(state) != set(target):  # a gap in the layer table, not in the file
-        raise RuntimeError(f"no Keras weights map to {sorted(set(target) - set(state))}")
+        raise WeightsError(f"no Keras weights map to {sorted(set(target) - set(state))}")
     if not spec.v2:
         state["conv1.weight"] = state["conv1.weight"].flip(1)  # Keras v1 reads BGR; resnetkit models read RGB
     return state

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from torchvision.models import get_model_weights
 
+from ..errors import UnknownNameError
 from ..io import natural_key
 from ..models import Metric, Preprocess
 
@@ -122,7 +123,7 @@ def default_tag(arch: str) -> str:
     ImageNet ResNets the newer ``tv2_in1k``) and timm's first tag are."""
     entries = [e for e in PRETRAINED.values() if e.arch == arch]
     if not entries:
-        raise KeyError(f"no pretrained weights are known for {arch!r}; see `resnetkit weights`")
+        raise UnknownNameError(f"no pretrained weights are known for {arch!r}; see `resnetkit weights`")
     return max(entries, key=lambda e: e.metrics[0].top1 if e.metrics else float("-inf")).tag
 
 
@@ -135,7 +136,7 @@ def get_weights(name: str) -> WeightsEntry:
     except KeyError:
         arch = name.split(".")[0]
         known = [n for n in PRETRAINED if n.startswith(arch + ".")] or list_weights()[:6]
-        raise KeyError(f"unknown weights {name!r}; known: {', '.join(known)}") from None
+        raise UnknownNameError(f"unknown weights {name!r}; known: {', '.join(known)}") from None
 
 
 def list_weights(pattern: str = "*") -> list[str]:

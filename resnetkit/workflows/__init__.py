@@ -6,7 +6,9 @@ below this package imports it.
 """
 
 from .calibrate import calibration_images
+from .compress import ChainPlan, Stage, compress_model, format_stages
 from .evaluate import EvalReport, evaluate_model
 from .predict import Prediction, Predictor, read_image
 
-__all__ = ["EvalReport", "Prediction", "Predictor", "calibration_images", "evaluate_model", "read_image"]
+__all__ = ["ChainPlan", "EvalReport", "Prediction", "Predictor", "Stage", "calibration_images", "compress_model",
+           "evaluate_model", "format_stages", "read_image"]  # fmt: skip

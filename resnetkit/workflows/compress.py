@@ -1,14 +1,17 @@
-"""``resnetkit compress``: a chain of compression steps applied to a training checkpoint, with the validation
-accuracy, cost and batch-1 latency of every stage measured the same way.
+"""``resnetkit compress``: a chain of compression steps applied to a model trained by resnetkit, with the
+validation accuracy, cost and batch-1 latency of every stage measured the same way.
 
 The chain runs in a fixed order, each step optional: depth pruning (whole residual units, chosen by a lesion study
 on training images) to a MAC fraction, structured channel pruning to a MAC fraction, low-rank factorisation to a
 MAC fraction, unstructured magnitude pruning to a sparsity, fine-tuning (optionally distilled from the original
-checkpoint), then static int8 quantization of the BatchNorm-fused result. Every intermediate
-network is written as a checkpoint in ``out`` (``compressed.pt``, ``finetune/last.pt``) and the int8 model as
-``model-int8.onnx``, so any stage can be evaluated, exported or fine-tuned again on its own. The fine-tuning run
-is an ordinary ``resnetkit train`` run: its recipe is written to ``out/finetune.yaml`` (the original run's config,
-``init_from`` the compressed checkpoint, a short cosine schedule) and ``KEY=VALUE`` overrides apply on top.
+model), then static int8 quantization of the BatchNorm-fused result. Every intermediate network is written as a
+model file in ``out`` (``compressed.safetensors``, ``finetune/last.safetensors``; its record lists the edits, so
+``load_model`` rebuilds it) and the int8 model as ``model-int8.onnx``, so any stage can be evaluated, exported or
+fine-tuned again on its own. The fine-tuning run is an ordinary ``resnetkit train`` run: its recipe is written to
+``out/finetune.yaml`` (the original run's config, ``init_from`` the compressed model, a short cosine schedule) and
+``KEY=VALUE`` overrides apply on top.
+
+The chain combines compression, deployment, training and evaluation, so it is a workflow, above all of them.
 Running the same command again reuses a finished fine-tuning and resumes a cut-off one (``out/plan.json`` records
 the plan; an ``out`` holding another plan is refused).
 
@@ -27,18 +30,22 @@ from typing import Any
 import yaml
 from torch import nn
 
+from ..compress.depth import drop_units
+from ..compress.lowrank import factorize
+from ..compress.prune import Criterion, magnitude_prune, make_permanent, prune_channels
 from ..deploy.bench import interleaved_onnx_latencies
 from ..deploy.export import Format, export_onnx, load_runner, sample_images
 from ..deploy.fuse import fuse_model
-from ..deploy.quantize import Calibration, calibration_images, export_int8
+from ..deploy.quantize import Calibration, export_int8
+from ..models import ModelRecord, ResNet
 from ..models.complexity import count_macs, count_params
-from ..train.checkpoint import LAST, checkpoint_from_model, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..models.surgery import surgery_of
+from ..train.checkpoint import LAST
 from ..train.config import load_config
 from ..train.engine import fit
-from ..train.evaluation import evaluate_checkpoint
-from .depth import drop_units
-from .lowrank import factorize
-from .prune import Criterion, magnitude_prune, make_permanent, prune_channels
+from ..weights import load_model, save_weights
+from .calibrate import calibration_images
+from .evaluate import evaluate_model
 
 FINETUNE_DEFAULTS = ("optim.schedule=cosine", "optim.lr=0.02", "optim.warmup_steps=0", "ema_decay=0.0")
 
@@ -69,7 +76,7 @@ class ChainPlan:
     sparsity: float = _option(0.0, "unstructured magnitude pruning of this fraction of weights")
     finetune_epochs: int = _option(0, "fine-tune for N epochs (the original recipe, cosine from optim.lr=0.02 "
                                    "unless overridden)")  # fmt: skip
-    distill: bool = _option(False, "fine-tune with the original checkpoint as the teacher")
+    distill: bool = _option(False, "fine-tune with the original model as the teacher")
     int8: bool = _option(False, "finish with static int8 ONNX (BatchNorm fused first)")
     calibration_images: int = _option(512, "training images for int8 calibration")
     calibration: Calibration = _option(Calibration.PERCENTILE, "how int8 activation ranges are chosen "
@@ -93,61 +100,66 @@ class Stage:
     params: int
     file_bytes: int
     onnx: str  # the file whose latency is measured (fp32 ONNX, or the int8 one)
-    latency_ms: float = 0.0  # filled in by compress_checkpoint, all stages side by side
+    latency_ms: float = 0.0  # filled in by compress_model, all stages side by side
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def compress_checkpoint(checkpoint: str | Path, out: str | Path, plan: ChainPlan, split: str = "val") -> list[Stage]:
-    """Run ``plan`` on ``checkpoint``, writing every stage into ``out``; the stages, first the original.
+def compress_model(source: str | Path, out: str | Path, plan: ChainPlan, split: str = "val") -> list[Stage]:
+    """Run ``plan`` on the model file ``source`` (a resnetkit run's: its data gives the accuracy and the fine-tuning),
+    writing every stage into ``out``; the stages, first the original.
 
     Also writes ``out/compress.json`` (the plan and the stages).
     """
-    checkpoint, out = Path(checkpoint), Path(out)
-    state = load_checkpoint(checkpoint)
-    _claim(out, checkpoint, plan)
-    stages = [_measure("original", checkpoint, out, split)]
-    model = model_from_checkpoint(state).eval()
-    details = _edit(model, plan, state)
-    current = checkpoint
+    source, out = Path(source), Path(out)
+    model = load_model(source).eval()
+    record: ModelRecord = model.record
+    if not record.train_config:
+        raise ValueError(f"{source} was not trained by resnetkit: the chain needs the model's own data to measure "
+                         "and fine-tune; train or fine-tune it with `resnetkit train` first")  # fmt: skip
+    _claim(out, source, plan)
+    stages = [_measure("original", source, out, split)]
+    details = _edit(model, plan, record)
+    current = source
     if details:
-        current = save_checkpoint(out / "compressed.pt", checkpoint_from_model(model, state, compression=details))
+        current = out / "compressed.safetensors"
+        save_weights(current, model, record.replace(edits=tuple(surgery_of(model)), metrics=(), source=f"resnetkit "
+                                                    f"compress of {source}", extra={"compression": details}))  # fmt: skip
         stages.append(_measure("compressed", current, out, split, details))
     if plan.finetune_epochs:
-        current = _finetune(checkpoint, current, out, plan)
+        current = _finetune(source, current, out, plan)
         stages.append(_measure("fine-tuned", current, out, split))
     if plan.int8:
         stages.append(_int8_stage(current, out, split, plan))
-    size = state["normalize"]["input_size"]
-    latencies = interleaved_onnx_latencies([s.onnx for s in stages], size, len(state["normalize"]["mean"]),
-                                           plan.latency_repeats, threads=plan.latency_threads)  # fmt: skip
+    latencies = interleaved_onnx_latencies([s.onnx for s in stages], record.preprocess.crop_size,
+                                           record.config.in_chans, plan.latency_repeats,
+                                           threads=plan.latency_threads)  # fmt: skip
     for stage, latency in zip(stages, latencies):
         stage.latency_ms = latency
-    document = {"checkpoint": str(checkpoint), "split": split, "plan": _plain(plan),
-                "stages": [s.to_dict() for s in stages]}  # fmt: skip
+    document = {"model": str(source), "split": split, "plan": _plain(plan), "stages": [s.to_dict() for s in stages]}
     (out / "compress.json").write_text(json.dumps(document, indent=2) + "\n")
     return stages
 
 
-def _claim(out: Path, checkpoint: Path, plan: ChainPlan) -> None:
+def _claim(out: Path, source: Path, plan: ChainPlan) -> None:
     """Write ``out/plan.json``; refuse an ``out`` that holds another chain (its fine-tuning would be resumed)."""
     out.mkdir(parents=True, exist_ok=True)
     timing = ("latency_repeats", "latency_threads")
     steps = {key: value for key, value in _plain(plan).items() if key not in timing}
-    record = json.loads(json.dumps({"checkpoint": str(checkpoint), **steps}))
+    record = json.loads(json.dumps({"model": str(source), **steps}))
     path = out / "plan.json"
     if path.is_file() and json.loads(path.read_text()) != record:
         raise ValueError(f"{out} holds the stages of another chain (see its plan.json); choose another --out")
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _edit(model: nn.Module, plan: ChainPlan, state: dict[str, Any]) -> dict[str, Any]:
+def _edit(model: nn.Module, plan: ChainPlan, record: ModelRecord) -> dict[str, Any]:
     """The architecture and weight edits of ``plan``, in place; their reports as JSON-ready dicts."""
     details = {}
     if plan.prune_depth:
-        report = drop_units(model, plan.prune_depth, calibration_images(state, plan.lesion_images))
+        report = drop_units(model, plan.prune_depth, calibration_images(record, plan.lesion_images))
         print(report)
         details["prune_depth"] = report.as_dict()
     if plan.prune:
@@ -168,28 +180,27 @@ def _edit(model: nn.Module, plan: ChainPlan, state: dict[str, Any]) -> dict[str,
 def _finetune(original: Path, start: Path, out: Path, plan: ChainPlan) -> Path:
     """Fine-tune ``start`` with the original run's recipe (short cosine schedule, overrides on top)."""
     recipe = out / "finetune.yaml"
-    recipe.write_text(yaml.safe_dump(load_checkpoint(original)["train_config"], sort_keys=False))
+    recipe.write_text(yaml.safe_dump(load_model(original).record.train_config, sort_keys=False))
     teacher = [f"distill.teacher={original}"] if plan.distill else []
     overrides = [*FINETUNE_DEFAULTS, f"epochs={plan.finetune_epochs}", "steps=0", *teacher, *plan.overrides,
                  f"init_from={start}", f"out={out / 'finetune'}"]  # fmt: skip
     run = out / "finetune"
-    if not (run / "summary.json").is_file():  # finished runs are kept; a cut-off one resumes from its last.pt
+    if not (run / "summary.json").is_file():  # finished runs are kept; a cut-off one resumes from its last checkpoint
         fit(load_config(recipe, overrides), resume=(run / LAST).is_file())
     final = run / LAST
     if plan.sparsity:  # masks were kept while fine-tuning; fold them into plain weights now
-        state = load_checkpoint(final)
-        model = model_from_checkpoint(state)
+        model = load_model(final)
         make_permanent(model)
-        final = save_checkpoint(out / "finetuned-sparse.pt", checkpoint_from_model(model, state))
+        final = out / "finetuned-sparse.safetensors"
+        save_weights(final, model, model.record.replace(edits=tuple(surgery_of(model))))
     return final
 
 
 def _measure(name: str, path: Path, out: Path, split: str, details: dict | None = None) -> Stage:
-    """Accuracy and cost of a checkpoint, and its fp32 ONNX export (``out/<name>.onnx``) for the latency."""
-    state = load_checkpoint(path)
-    model = model_from_checkpoint(state).eval()
-    size, in_chans = state["normalize"]["input_size"], model.config.in_chans
-    top1 = evaluate_checkpoint(str(path), split=split).meter.top1
+    """Accuracy and cost of a model file, and its fp32 ONNX export (``out/<name>.onnx``) for the latency."""
+    model = load_model(path).eval()
+    size, in_chans = _input(model)
+    top1 = evaluate_model(str(path), split=split).meter.top1
     onnx = out / f"{name}.onnx"
     export_onnx(model, onnx, inputs=sample_images(4, size, in_chans))  # parity-checked against eager
     print(f"{name}: {split} top-1 {100 * top1:.2f}%")
@@ -197,19 +208,22 @@ def _measure(name: str, path: Path, out: Path, split: str, details: dict | None 
                  str(onnx), details=details or {})  # fmt: skip
 
 
-def _int8_stage(checkpoint: Path, out: Path, split: str, plan: ChainPlan) -> Stage:
-    """Static int8 ONNX of the BatchNorm-fused checkpoint, calibrated on its training images, evaluated in ORT."""
-    state = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(state).eval()
-    path = out / "model-int8.onnx"
-    calibration = calibration_images(state, plan.calibration_images)
-    report = export_int8(fuse_model(model), path, calibration, reference=model, method=plan.calibration)
+def _int8_stage(path: Path, out: Path, split: str, plan: ChainPlan) -> Stage:
+    """Static int8 ONNX of the BatchNorm-fused model, calibrated on its training images, evaluated in ORT."""
+    model = load_model(path).eval()
+    onnx = out / "model-int8.onnx"
+    calibration = calibration_images(model.record, plan.calibration_images)
+    report = export_int8(fuse_model(model), onnx, calibration, reference=model, method=plan.calibration)
     print(report.line())
-    top1 = evaluate_checkpoint(str(checkpoint), split=split, runner=load_runner(Format.ONNX, path)).meter.top1
+    top1 = evaluate_model(str(path), split=split, runner=load_runner(Format.ONNX, onnx)).meter.top1
     print(f"int8: {split} top-1 {100 * top1:.2f}%")
-    size, in_chans = state["normalize"]["input_size"], model.config.in_chans
-    return Stage("int8", str(path), top1, count_macs(model, size, in_chans), count_params(model), path.stat().st_size,
-                 str(path), details={"calibration": plan.calibration.value, "calibration_images": len(calibration)})  # fmt: skip
+    size, in_chans = _input(model)
+    return Stage("int8", str(onnx), top1, count_macs(model, size, in_chans), count_params(model), onnx.stat().st_size,
+                 str(onnx), details={"calibration": plan.calibration.value, "calibration_images": len(calibration)})  # fmt: skip
+
+
+def _input(model: ResNet) -> tuple[int, int]:
+    return model.record.preprocess.crop_size, model.config.in_chans
 
 
 def _plain(plan: ChainPlan) -> dict[str, Any]:
