@@ -87,6 +87,19 @@ def test_an_unknown_name_is_one_unquoted_line(monkeypatch, capsys):
     assert capsys.readouterr().err == "resnetkit models: error: unknown model 'resnet5'; did you mean resnet50?\n"
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["train", "model.name=resnet5"], "unknown model 'resnet5'; did you mean"),
+    (["train", "model.options={widht: 2}"], "unknown model option 'widht'"),
+    (["predict", "cifar_resnet20.no_such_tag", "x.png"], "unknown weights 'cifar_resnet20.no_such_tag'"),
+    (["eval", "no/such/best.safetensors"], "model file 'no/such/best.safetensors' not found"),
+])  # fmt: skip
+def test_the_library_s_own_lookups_are_user_errors(capsys, argv, words):
+    """Names and options the library looks up raise UnknownNameError/UnknownOptionError: one line, exit 2."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("bug", [TypeError("unsupported operand"), KeyError("params"), AttributeError("no .fc")])
 def test_a_bug_is_not_turned_into_a_user_error(monkeypatch, capsys, bug):
     def broken(args):

@@ -43,9 +43,13 @@ class DeviceLoader:
         mix: MixUp/CutMix for the augmented batch (see :func:`~resnetkit.data.transforms.batch_mix`).
 
     Example:
-        >>> cfg = AugmentConfig(size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD)
-        >>> train = DeviceLoader(train_set, 512, BatchTransform.from_config(cfg, train=True), device="cuda")
-        >>> for x, y in train: ...
+        >>> from resnetkit.data import CIFAR10_MEAN, CIFAR10_STD, AugmentConfig, BatchTransform, digits_splits
+        >>> train_set, _, _ = digits_splits()
+        >>> cfg = AugmentConfig(size=32, mean=CIFAR10_MEAN[:1], std=CIFAR10_STD[:1])
+        >>> train = DeviceLoader(train_set, 512, BatchTransform.from_config(cfg, train=True), device="cpu")
+        >>> x, y = next(iter(train))
+        >>> tuple(x.shape), x.dtype
+        ((512, 1, 32, 32), torch.float32)
     """
 
     def __init__(

@@ -76,7 +76,10 @@ def split(data: ImageSet, sizes: Sequence[int | float], *, seed: int = 0, strati
     """Split ``data`` into disjoint subsets of the given sizes (see :func:`split_indices`).
 
     Example:
+        >>> from resnetkit.data import load_digits
         >>> train, val, test = split(load_digits(), [0.7, 0.1, 0.2], seed=0, stratify=True)
+        >>> len(train), len(val), len(test)
+        (1259, 179, 359)
     """
     labels = data.labels if stratify else None
     return [data.subset(index) for index in split_indices(len(data), sizes, seed=seed, labels=labels)]
