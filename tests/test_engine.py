@@ -155,3 +155,25 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert_same_weights(weights(tmp_path / "single" / "last.safetensors"), weights(tmp_path / "ddp" / "last.safetensors"),
                         atol=1e-5)  # fmt: skip
+
+
+def test_resume_continues_with_the_runs_own_config(tmp_path, capsys, monkeypatch):
+    """`train --out D --resume` needs no recipe: the stored config is used; only length and reporting may change."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "epochs=1", "optim.lr=0.02", "--out", str(out)]) == 0
+    assert main(["train", "--out", str(out), "--resume", "epochs=2"]) == 0
+    captured = capsys.readouterr()
+    assert "resume: epochs 1 -> 2" in captured.out
+    stored = load_checkpoint(out / "last.safetensors").record.train_config
+    assert (stored["epochs"], stored["optim"]["lr"], stored["data"]["input_size"]) == (2, 0.02, 16)
+    assert [r["epoch"] for r in read_log(out / "log.jsonl")] == [1, 2]
+
+    def never(cfg):
+        raise AssertionError("the config is compared before any data is read")
+
+    monkeypatch.setattr(engine, "build_trainer", never)
+    assert main(["train", "--out", str(out), "--resume", "epochs=3", "optim.lr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr: 0.02 -> 0.1" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match=r"data.input_size: 16 -> 32"):
+        fit(tiny(tmp_path, "epochs=3", "data.input_size=32", "optim.lr=0.02"), resume=True)

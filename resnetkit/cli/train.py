@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "train"
 HELP = "train a model from a recipe (default: the embedded digits demo)"
@@ -14,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="e.g. optim.lr=0.05 model.name=cifar_resnet56")  # fmt: skip
     parser.add_argument("--out", help="run directory (checkpoints, log, plot, summary.json)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors with the run's own "
+                        "config (no recipe needed; a longer epochs=N may be given)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,9 +28,21 @@ def run(args: argparse.Namespace) -> int:
     if recipe and "=" in recipe:  # `resnetkit train optim.lr=0.05`: no recipe, only overrides
         recipe, overrides = None, [recipe, *overrides]
     overrides += [f"out={args.out}"] if args.out else []
+    if args.resume and not recipe:  # the run's own config, which fit() would insist on anyway
+        recipe = stored_config(args.out)
     config = load_config(recipe or DEFAULT_RECIPE, overrides)
     try:
         fit(config, resume=args.resume)
     except KeyboardInterrupt:
         raise KeyboardInterrupt("continue with --resume") from None
     return 0
+
+
+def stored_config(out: str | None) -> dict:
+    """The training config stored in ``OUT/last.safetensors``."""
+    from ..train.checkpoint import LAST
+    from ..weights.format import read_record
+
+    if not out:
+        raise ValueError("--resume needs the run folder: --out DIR")
+    return read_record(Path(out) / LAST).train_config

@@ -9,6 +9,7 @@ a typo costs a second, not a decode.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import enum
@@ -165,17 +166,19 @@ def recipe_path(recipe: str | Path) -> Path:
 
 
 def load_config(
-    recipe: str | Path | None = None, overrides: list[str] | None = None, *, check_data: bool = True
+    recipe: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None, *, check_data: bool = True
 ) -> TrainConfig:
-    """A config from a recipe (file or shipped name; ``None``: the dataclass defaults) with ``key=value``
-    overrides applied in order, checked by :func:`check_config` before anything is read.
+    """A config from a recipe (file or shipped name, or a stored config as a dict; ``None``: the dataclass
+    defaults) with ``key=value`` overrides applied in order, checked by :func:`check_config` before anything is read.
 
     Args:
         check_data: also require the dataset to be there; ``False`` for a config whose dataset is made later or
             lives on another machine (e.g. to compare a finished run's settings).
     """
     data: dict[str, Any] = {}
-    if recipe is not None:
+    if isinstance(recipe, dict):
+        data = copy.deepcopy(recipe)
+    elif recipe is not None:
         path = recipe_path(recipe)
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
@@ -191,6 +194,36 @@ def load_config(
     config = TrainConfig.from_dict(data)
     check_config(config, check_data)
     return config
+
+
+# What a resumed run may change: how long it trains and how it reports or where it runs, nothing it learns from.
+RESUMABLE_CHANGES = frozenset({"epochs", "steps", "eval_every", "progress", "device", "out", "data.workers",
+                               "data.eval_batch_size"})  # fmt: skip
+
+
+def resume_changes(stored: TrainConfig, requested: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """The settings ``requested`` changes against the config a run was ``stored`` with, as ``key: (old, new)``.
+
+    Raises:
+        ValueError: one line listing every change outside :data:`RESUMABLE_CHANGES`.
+    """
+    old, new = _flatten(stored.to_dict()), _flatten(requested.to_dict())
+    changes = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+    refused = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items() if k not in RESUMABLE_CHANGES]
+    if refused:
+        raise ValueError(f"--resume continues the run with its own config; these settings differ from it: "
+                         f"{'; '.join(refused)} (only {', '.join(sorted(RESUMABLE_CHANGES))} may change)")  # fmt: skip
+    return {k: v for k, v in changes.items() if k != "out"}
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "options":  # model.options is one value: the variant's overrides
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def check_config(cfg: TrainConfig, check_data: bool = True) -> None:

@@ -35,10 +35,11 @@ from ..io import atomic_write
 from ..models import Metric, ModelRecord, Preprocess, ResNet, create_model, get_variant
 from ..models.qat import prepare_qat
 from ..models.surgery import surgery_of
-from ..weights import load_model
+from ..weights import load_checked, load_model
+from ..weights.format import read_record
 from . import distributed as D
 from .checkpoint import BEST, LAST, WEIGHTS, Checkpoint, resumable_state, save_checkpoint
-from .config import ModelSection, TrainConfig
+from .config import ModelSection, TrainConfig, resume_changes
 from .data import RunData, build_data
 from .losses import LossFn, check_classes, load_teacher, make_loss_fn
 from .metrics import ClassificationMeter
@@ -223,6 +224,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
     end ``summary.json`` and the final weights alone as ``weights.safetensors``. With ``resume``, continues from
     ``last.safetensors`` in ``cfg.out``.
     """
+    if resume:
+        cfg = _resumed(cfg)
     t = build_trainer(cfg)
     started = time.perf_counter()
     if resume:
@@ -258,6 +261,15 @@ def _write_run_config(t: Trainer) -> None:
               "classes": list(t.data.classes), "total_steps": t.total_steps,
               "params": sum(p.numel() for p in t.model.parameters())}  # fmt: skip
     atomic_write(t.out / "config.json", lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
+
+
+def _resumed(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` if it is the config the run in ``cfg.out`` was trained with, but for what may change on resuming
+    (a longer ``epochs``, ...: printed); a one-line error before anything is built otherwise."""
+    stored = TrainConfig.from_dict(read_record(Path(cfg.out) / LAST).train_config)
+    for key, (old, new) in resume_changes(stored, cfg).items():
+        print(f"resume: {key} {old!r} -> {new!r}")
+    return cfg
 
 
 def _end_of_epoch(t: Trainer, record: dict[str, Any], log: RunLog) -> None:
@@ -328,7 +340,7 @@ def _restore(t: Trainer, checkpoint: Checkpoint) -> None:
     if t.ema is not None:
         t.ema.module.load_state_dict(checkpoint.weights)
         t.ema.n_averaged.fill_(state["ema_updates"])
-    t.model.load_state_dict(state["model"] if state["model"] is not None else checkpoint.weights)
+    load_checked(t.model, state["model"] if state["model"] is not None else checkpoint.weights, f"{t.out / LAST}")
     t.optimizer.load_state_dict(state["optimizer"])
     t.scaler.load_state_dict(state["scaler"])
     runtime.set_rng_state(state["rng"])

@@ -106,6 +106,14 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelRecord
     return tensors, record
 
 
+def read_record(path: str | Path) -> ModelRecord:
+    """The record of a resnetkit file (version 2), from its header alone: no tensor is read or checked."""
+    header, _ = _header(Path(path))
+    if header.get("format") not in (FORMAT, FORMAT_V1):
+        raise WeightsError(f"{path} is not a resnetkit model file of this version (no '{FORMAT}' tag)")
+    return ModelRecord.from_dict(json.loads(header["resnetkit"]))
+
+
 def read_train_state(path: str | Path) -> dict[str, Any] | None:
     """The training state stored with the weights by :func:`save_weights`, or ``None`` if the file has none."""
     path = Path(path)
