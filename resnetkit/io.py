@@ -15,7 +15,7 @@ import hashlib
 import http.client
 import os
 import re
-import tempfile
+import secrets
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -137,6 +137,9 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
             while chunk := response.read(CHUNK):
                 f.write(chunk)
                 bar.update(len(chunk))
+    got = part.stat().st_size
+    if total and got < total:  # the server closed the connection early: keep the part, the next call resumes it
+        raise ConnectionError(f"the connection dropped after {got:,} of {total:,} bytes; run again to resume")
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], Any]) -> Path:
@@ -144,10 +147,9 @@ def atomic_write(path: str | Path, write: Callable[[Any], Any]) -> Path:
     an interrupted write never leaves a broken file under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; what we write is an ordinary file
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # an ordinary file (0666 less the umask, applied by the OS: no process-wide umask juggling), never an existing one
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

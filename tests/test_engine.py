@@ -108,11 +108,12 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, mon
     assert [r["epoch"] for r in read_log(tmp_path / "resumed" / "log.jsonl")] == [1, 2, 3]
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     fit(tiny(tmp_path, "epochs=1"))
     good = (tmp_path / "run" / "last.safetensors").read_bytes()
+    monkeypatch.setattr(engine, "make_loss_fn", lambda cfg, teacher: lambda logits, targets, images: logits.sum() * torch.nan)
     with pytest.raises(TrainingDiverged, match="loss became nan.*last good checkpoint is"):
-        fit(tiny(tmp_path, "epochs=2", "optim.lr=1e30", "optim.schedule=constant"), resume=True)
+        fit(tiny(tmp_path, "epochs=2"), resume=True)
     assert (tmp_path / "run" / "last.safetensors").read_bytes() == good
 
 

@@ -228,9 +228,14 @@ def fit(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
         cfg = _resumed(cfg)
     t = build_trainer(cfg)
     started = time.perf_counter()
-    if resume:
-        _restore(t, resumable_state(t.out / LAST))
-    log = RunLog(t.out, resume=resume) if t.world.is_main else None
+    if t.world.is_main:
+        remove_stale_temporaries(t.out)
+    checkpoint = resumable_state(t.out / LAST) if resume else None
+    if checkpoint is not None:
+        _restore(t, checkpoint)
+    log = RunLog(t.out, resume=resume, until=t.epoch if resume else None) if t.world.is_main else None
+    if log and checkpoint is not None and not any(r.get("epoch") == t.epoch for r in log.records):
+        log.write(checkpoint.train_state["metrics"])  # killed after the checkpoint, before its log line
     if t.world.is_main:
         _write_run_config(t)
     t.history = list(log.records) if log else []
@@ -263,6 +268,15 @@ def _write_run_config(t: Trainer) -> None:
     atomic_write(t.out / "config.json", lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
 
 
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete the temporary files that writes cut off by a kill left in the run folder (``.last.safetensors.*.tmp``,
+    each as large as a checkpoint); only the process that writes the run's files may call this."""
+    stale = [p for p in out.glob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _resumed(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` if it is the config the run in ``cfg.out`` was trained with, but for what may change on resuming
     (a longer ``epochs``, ...: printed); a one-line error before anything is built otherwise."""
@@ -274,13 +288,13 @@ def _resumed(cfg: TrainConfig) -> TrainConfig:
 
 def _end_of_epoch(t: Trainer, record: dict[str, Any], log: RunLog) -> None:
     t.history.append(record)
-    log.write(record)
     is_best = record.get("val_top1", -1.0) > t.best_val
     t.best_val = max(t.best_val, record.get("val_top1", -1.0))
     weights, model_record = _eval_weights(t), _record(t, record)
     save_checkpoint(t.out / LAST, weights, model_record, _train_state(t, record))
     if is_best:
         save_checkpoint(t.out / BEST, weights, model_record)
+    log.write(record)  # after the checkpoint: a resumed run drops log lines past its checkpoint, never repeats one
     plot_curves(t.history, t.out / "curves.png", title=f"{t.cfg.model.name} on {t.cfg.data.dataset}")
     if t.cfg.progress:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k in ("train_loss", "val_loss", "val_top1"))

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import io
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+from ..io import atomic_write
+
 
 class RunLog:
-    """Append-only ``log.jsonl`` (one JSON object per epoch) and the same scalars for TensorBoard."""
+    """Append-only ``log.jsonl`` (one JSON object per epoch) and the same scalars for TensorBoard.
 
-    def __init__(self, out: Path, resume: bool = False):
+    Args:
+        out: the run folder.
+        resume: keep the records of earlier sessions; with ``until`` (the epoch the checkpoint was written at), the
+            records past it (epochs of a session killed after writing its log line but before its checkpoint) are
+            dropped, and the file is written again to match, so a resumed run logs every epoch once.
+    """
+
+    def __init__(self, out: Path, resume: bool = False, until: int | None = None):
         self.path = out / "log.jsonl"
         if not resume:
             self.path.unlink(missing_ok=True)
         self.records = read_log(self.path)
+        if until is not None:
+            self.records = [r for r in self.records if r.get("epoch", 0) <= until]
+        if resume:  # written again as read: without a torn last line or the epochs past the checkpoint
+            text = "".join(json.dumps(r) + "\n" for r in self.records)
+            atomic_write(self.path, lambda f: f.write(text.encode()))
         self._tb = SummaryWriter(str(out / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -33,9 +49,20 @@ class RunLog:
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``log.jsonl``; a torn last line (a write cut off by a kill) is dropped with a warning, a
+    damaged line elsewhere is a one-line error naming the file and line."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number < len(lines):
+                raise ValueError(f"{path} line {number} is not JSON ({err.msg}); fix or delete that line") from None
+            warnings.warn(f"{path}: dropped a torn last line (a write cut off by a kill)", stacklevel=2)
+    return records
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:
@@ -62,6 +89,9 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
     plt.close(fig)
-    return path
+    # atomically, like the checkpoints: a kill never leaves half a PNG, and a link planted at ``path`` is replaced,
+    # not written through
+    return atomic_write(path, lambda f: f.write(image.getvalue()))

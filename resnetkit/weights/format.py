@@ -79,6 +79,7 @@ def save_weights(
     if train_state is not None:
         extra: dict[str, torch.Tensor] = {}
         header["train_state"] = json.dumps(_flatten(train_state, extra, TRAIN_PREFIX))
+        header["train_state_sha256"] = tensors_sha256(extra)  # checked on read, as the model's tensors are
         tensors |= extra
     atomic_write(path, lambda f: f.write(safetensors.torch.save(tensors, metadata=header)))
     return record
@@ -122,6 +123,8 @@ def read_train_state(path: str | Path) -> dict[str, Any] | None:
         return None
     with safetensors.safe_open(path, framework="pt") as f:
         tensors = {name: f.get_tensor(name) for name in names if name.startswith(TRAIN_PREFIX)}
+    if tensors_sha256(tensors) != header.get("train_state_sha256"):
+        raise WeightsError(f"{path} is damaged: its training state does not match the SHA-256 in its metadata")
     return _unflatten(json.loads(header["train_state"]), tensors)
 
 

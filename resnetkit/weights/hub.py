@@ -9,15 +9,16 @@ checksum before they get their final name, and offline fail with one line naming
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..io import download_url, file_digest
+from ..io import checksum_mismatch, download_url, file_digest
 from ..models import ResNet
 from .convert import convert_state_dict, read_any, read_state_dict
-from .format import WeightsError, load_checked, model_with
+from .format import WeightsError, load_checked, model_with, read_weights
 from .registry import SHIPPED, SourceFormat, WeightsEntry, get_weights
 
 
@@ -41,17 +42,28 @@ def fetch(entry: WeightsEntry, cache: str | Path | None = None, progress: bool =
         return _checked_shipped(entry)
     folder = cache_dir(cache)
     converted = folder / f"{entry.name}.safetensors"
-    if converted.is_file():
+    if converted.is_file() and _whole(converted):
         return converted
     original = torch_home() / "hub" / "checkpoints" / entry.filename  # torchvision's own cache
-    if not original.is_file():
+    if not original.is_file() or checksum_mismatch(original, sha256=entry.sha256):  # the name promises a hash
         original = download_url(entry.url, folder / entry.filename, sha256=entry.sha256, progress=progress)
     if entry.source_format is SourceFormat.RESNETKIT:
         return original
     convert_state_dict(read_state_dict(original), converted, entry.arch, preprocess=entry.preprocess,
-                       metrics=entry.metrics, recipe=entry.recipe, source=entry.url, source_sha256=entry.sha256,
-                       extra={"name": entry.name})  # fmt: skip
+                       metrics=entry.metrics, recipe=entry.recipe, source=entry.url,
+                       source_sha256=file_digest(original), extra={"name": entry.name})  # fmt: skip
     return converted
+
+
+def _whole(converted: Path) -> bool:
+    """Whether a converted file in the cache reads back whole; a damaged one is deleted, to be converted again."""
+    try:
+        read_weights(converted)
+        return True
+    except WeightsError as err:
+        warnings.warn(f"{err}; converting it again", stacklevel=3)
+        converted.unlink()
+        return False
 
 
 def _checked_shipped(entry: WeightsEntry) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -100,7 +101,7 @@ def _evaluate_run(source, record: ModelRecord, network, split, dataset, target) 
         raise ValueError(f"split {split!r} does not exist for {cfg.data.dataset}; choose from {sorted(splits)}")
     if data.classes != list(record.classes):
         raise ValueError(f"the dataset's classes {data.classes[:5]}... differ from the model's {list(record.classes)[:5]}...")
-    meter = evaluate(network, splits[split], data.num_classes, target, cfg)
+    meter = _checked(evaluate(network, splits[split], data.num_classes, target, cfg), source)
     return EvalReport(str(source), cfg.data.dataset, split, data.classes, meter)
 
 
@@ -112,5 +113,12 @@ def _evaluate_folder(source, record: ModelRecord, network, dataset, target, batc
     if folders != list(record.classes) and len(folders) != len(record.classes):
         raise ValueError(f"{dataset} has {len(folders)} class folders, the weights {len(record.classes)} classes")
     batches = ((x.to(target), y.to(target)) for x, y in loader)
-    meter = evaluate(network, batches, len(record.classes), target, TrainConfig())
+    meter = _checked(evaluate(network, batches, len(record.classes), target, TrainConfig()), source)
     return EvalReport(str(source), str(dataset), "all", list(record.classes), meter)
+
+
+def _checked(meter: ClassificationMeter, source: str) -> ClassificationMeter:
+    """The meter, unless the model's outputs were not finite: a broken model is an error, not an accuracy."""
+    if not math.isfinite(meter.loss):
+        raise ValueError(f"{source}: the model's outputs are not finite (NaN or inf): its weights are broken")
+    return meter

@@ -42,7 +42,10 @@ class Predictor:
     @torch.no_grad()
     def predict(self, image: torch.Tensor, topk: int = 5) -> list[tuple[str, float]]:
         """Top-``topk`` (class, probability) for one ``(C, H, W)`` uint8 image."""
-        probs = self.model(self.preprocess(image).unsqueeze(0)).softmax(1)[0]
+        logits = self.model(self.preprocess(image).unsqueeze(0))
+        if not torch.isfinite(logits).all():
+            raise ValueError("the model's outputs are not finite (NaN or inf): its weights are broken")
+        probs = logits.softmax(1)[0]
         values, indices = probs.topk(min(topk, len(self.classes)))
         return [(self.classes[i], float(p)) for p, i in zip(values, indices)]
 
