@@ -74,8 +74,12 @@ def download_url(
 ) -> Path:
     """Download ``url`` to ``dest``, unless ``dest`` already exists with the right checksum.
 
+    Only ``https://`` addresses with a checksum are fetched, unless the environment variable
+    ``RESNETKIT_ALLOW_INSECURE_DOWNLOADS=1`` opts in to plain ``http://`` and ``file://`` addresses and to
+    downloads without a checksum (a local mirror, a test server).
+
     Args:
-        url: an ``http(s)://`` or ``file://`` address.
+        url: an ``https://`` address (``http://``, ``file://`` with the opt-in).
         dest: final path of the file; its folder is created.
         md5: expected hex MD5 digest; ``None`` skips it.
         sha256: expected hex SHA-256 digest or a prefix of it (8 digits or more); ``None`` skips it.
@@ -91,6 +95,7 @@ def download_url(
         ChecksumError: the downloaded bytes have the wrong checksum; the partial file is deleted.
     """
     dest = Path(dest)
+    _check_source(url, md5 or sha256)
     if dest.is_file() and checksum_mismatch(dest, md5, sha256) is None:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +113,19 @@ def download_url(
         raise ChecksumError(f"{url} downloaded with {mismatch}; deleted it, retry or place a good copy at {dest}")
     os.replace(part, dest)  # atomic on one filesystem: dest is either absent or complete
     return dest
+
+
+INSECURE_OPT_IN = "RESNETKIT_ALLOW_INSECURE_DOWNLOADS"
+
+
+def _check_source(url: str, checksum: str | None) -> None:
+    """Refuse, in one line, what could hand us other bytes unnoticed: no TLS, or nothing to verify them by."""
+    if os.environ.get(INSECURE_OPT_IN) == "1":
+        return
+    if not url.startswith("https://"):
+        raise ValueError(f"refusing to download {url}: only https:// addresses, unless {INSECURE_OPT_IN}=1")
+    if not checksum:
+        raise ValueError(f"refusing to download {url} without a checksum to verify it, unless {INSECURE_OPT_IN}=1")
 
 
 def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:

@@ -75,8 +75,10 @@ class RangeHandler(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving ``tmp_path / "www"``: yields (base URL, folder, request log)."""
+def server(tmp_path, monkeypatch):
+    """An HTTP server on 127.0.0.1 serving ``tmp_path / "www"``: yields (base URL, folder, request log). Plain HTTP
+    needs resnetkit's explicit opt-in, which the fixture gives."""
+    monkeypatch.setenv("RESNETKIT_ALLOW_INSECURE_DOWNLOADS", "1")
     www = tmp_path / "www"
     www.mkdir()
     log: list[dict[str, str]] = []

@@ -183,7 +183,8 @@ def test_download_resumes_a_partial_file(server, tmp_path):
     assert log[-1]["Range"] == f"bytes={half}-"
 
 
-def test_offline_download_names_the_file_to_place_and_where(tmp_path):
+def test_offline_download_names_the_file_to_place_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETKIT_ALLOW_INSECURE_DOWNLOADS", "1")  # the unreachable address below is plain http
     root = tmp_path / "root"
     with pytest.raises(DatasetNotFoundError) as err:
         load_cifar(root, url_base=f"http://127.0.0.1:{closed_port()}/", progress=False)

@@ -187,7 +187,7 @@ def test_a_dropped_connection_keeps_the_partial_file_to_resume(server, tmp_path,
     with pytest.raises(DatasetNotFoundError, match="connection dropped after 50,000 of 100,000 bytes"):
         download_url(url + "big.bin", tmp_path / "big.bin", sha256=sha256, progress=False)
     assert (tmp_path / "big.bin.part").stat().st_size == 50_000
-    monkeypatch.undo()
+    monkeypatch.setattr("http.client.HTTPResponse.read", real_read)
     download_url(url + "big.bin", tmp_path / "big.bin", sha256=sha256, progress=False)
     assert log[-1]["Range"] == "bytes=50000-" and (tmp_path / "big.bin").read_bytes() == (www / "big.bin").read_bytes()
 
@@ -195,3 +195,15 @@ def test_a_dropped_connection_keeps_the_partial_file_to_resume(server, tmp_path,
 def test_the_checkpoint_of_a_run_still_resumes_after_all_this(run):
     assert load_checkpoint(run / LAST).train_state["epoch"] == 2
     assert engine.remove_stale_temporaries(run) == []
+
+
+@pytest.mark.parametrize("url, checksum, words", [
+    ("http://example.invalid/w.pth", "ab" * 32, "only https://"),
+    ("file:///etc/passwd", "ab" * 32, "only https://"),
+    ("https://example.invalid/w.pth", None, "without a checksum"),
+])  # fmt: skip
+def test_downloads_need_https_and_a_checksum_unless_opted_in(tmp_path, monkeypatch, url, checksum, words):
+    monkeypatch.delenv("RESNETKIT_ALLOW_INSECURE_DOWNLOADS", raising=False)
+    with pytest.raises(ValueError, match=words):
+        download_url(url, tmp_path / "w.pth", sha256=checksum, progress=False)
+    assert not (tmp_path / "w.pth.part").exists()  # refused before any connection

@@ -240,6 +240,7 @@ def test_download_resumes_and_rejects_a_wrong_checksum(served_resnet18, tmp_path
 
 
 def test_offline_names_the_file_to_place_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNETKIT_ALLOW_INSECURE_DOWNLOADS", "1")  # the unreachable address below is plain http
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     monkeypatch.delenv("RESNETKIT_CACHE", raising=False)
     entry = registry.get_weights("resnet50.tv2_in1k")
