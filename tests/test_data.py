@@ -349,13 +349,13 @@ def test_streaming_loader_decodes_transforms_and_skips(tmp_path, folder_files):
         warnings.simplefilter("always")
         loader = folder_loader(path, train_transform(cfg), batch_size=4, workers=0, drop_last=False)
         batches = list(loader)
-    assert [tuple(x.shape) for x, _ in batches] == [(4, 3, 16, 16), (4, 3, 16, 16)]
-    assert all(x.dtype == torch.float32 and y.dtype == torch.int64 for x, y in batches)
+    assert sum(len(y) for _, y in batches) == 6 and loader.skipped == 2  # the 2 broken files left out, not replaced
+    assert all(x.shape[1:] == (3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64 for x, y in batches)
     assert any("broken.jpg" in str(w.message) for w in caught)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedImageWarning)
         dataset = ImageFolderDataset(path)
-        image, label = dataset[dataset.index.files.index("train/cat/broken.jpg")]  # replaced by the next file
+        image, label = dataset[dataset.index.files.index("train/cat/broken.jpg")]  # training: replaced by the next
     assert torch.equal(image, expected_pixels(folder_files["cat/c.png"])) and label == 1
 
 

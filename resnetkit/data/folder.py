@@ -1,10 +1,11 @@
 """Image folders in the ImageFolder layout, ``root/<class>/<image>``, as a directory or inside a ``.zip``.
 
-Class names are the first-level folders, sorted alphabetically, and give the label indices (as in torchvision's
-``ImageFolder``). In a zip, a single top-level folder holding every class (``train/<class>/<image>``) is skipped.
-Images are decoded by Pillow (every common format; ``torchvision.io`` decoding is deprecated since 0.29), in
-worker processes for large sets. Grey, palette, RGBA and CMYK images are converted to RGB. A file that cannot be
-decoded (truncated, or not an image) is reported by a :class:`SkippedImageWarning` naming it, and skipped.
+Class names are the folders of the class root, sorted alphabetically, and give the label indices (as in
+torchvision's ``ImageFolder``); the class root is decided explicitly (``train/`` in ``train/<class>/<image>``, see
+:mod:`.layout`), and an ambiguous layout is refused. Images are decoded by Pillow (an allow-list of formats, a pixel
+limit; see :mod:`.decode`), in worker processes for large sets. A zip member whose unpacked size is absurd, for
+itself or for its packed size, is refused before a byte of it is inflated. A file that cannot be decoded
+(truncated, not an image, refused) is reported by a :class:`SkippedImageWarning` naming it, and skipped.
 """
 
 from __future__ import annotations
@@ -13,32 +14,32 @@ import io
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from .decode import ImageDecodeError, decode_image
 from .imageset import ImageSet
+from .layout import find_layout
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
 CHUNK = 500  # images per decoding task
 PARALLEL_FROM = 4000  # decode in worker processes from this many images on
+MAX_FILE_BYTES = 2**30  # a larger image file is refused unread
+MAX_RATIO = 100  # a zip member unpacking to more than this many times its packed size is refused unread, ...
+RATIO_FROM = 2**20  # ... if it unpacks to more than this (Apache POI's zip-bomb check uses the same 1:100)
+READ_WHOLE = 2**20  # zip members up to this size are read at once (Pillow's many small reads are slow on a zip)
 
 
 class SkippedImageWarning(UserWarning):
     """A file in an image folder could not be used; the message names it and says why."""
-
-
-class ImageDecodeError(ValueError):
-    """Pillow could not decode a file."""
 
 
 @dataclass
@@ -66,55 +67,108 @@ class ImageIndex:
     def __len__(self) -> int:
         return len(self.files)
 
-    def read(self, i: int) -> bytes:
-        """The raw bytes of file ``i``."""
+    def open(self, i: int) -> BinaryIO:
+        """File ``i``, open for reading once its size is checked; a large zip member streams as it is read.
+
+        Raises:
+            ImageDecodeError: the file is too large, or the member unpacks to too much, is encrypted or compressed
+                by a method zipfile lacks.
+            OSError: the file cannot be opened.
+        """
         if not self.is_zip:
-            return (self.source / self.files[i]).read_bytes()
-        if self._zip is None or self._zip_pid != os.getpid():  # a forked worker must not share the parent's handle
-            self._zip, self._zip_pid = zipfile.ZipFile(self.source), os.getpid()
-        return self._zip.read(self.files[i])
+            file = (self.source / self.files[i]).open("rb")
+            if (size := os.fstat(file.fileno()).st_size) > MAX_FILE_BYTES:
+                file.close()
+                raise ImageDecodeError(f"{_mib(size)} is over the limit of {_mib(MAX_FILE_BYTES)}: refused unread")
+            return file
+        archive = self._archive()
+        info = archive.getinfo(self.files[i])
+        _check_member(info)
+        try:
+            member = archive.open(info)
+        except (RuntimeError, NotImplementedError) as err:  # encrypted, or an unknown compression method
+            raise ImageDecodeError(str(err)) from None
+        if info.file_size > READ_WHOLE:
+            return member
+        with member:
+            return io.BytesIO(member.read())
+
+    def read(self, i: int) -> bytes:
+        """The raw bytes of file ``i`` (checked as by :meth:`open`)."""
+        with self.open(i) as file:
+            return file.read()
+
+    def decode(self, i: int, grayscale: bool = False) -> torch.Tensor:
+        """File ``i`` as ``(C, H, W)`` uint8 (see :func:`decode_image`).
+
+        Raises:
+            ImageDecodeError: the file cannot be read, is refused, or is not an image Pillow decodes (one line).
+        """
+        try:
+            with self.open(i) as file:
+                return decode_image(file, grayscale)
+        except (OSError, zipfile.BadZipFile, zlib.error) as err:  # a damaged archive, a vanished file
+            raise ImageDecodeError(str(err) or type(err).__name__) from err
 
     def name(self, i: int) -> str:
         """File ``i`` as a person would locate it, e.g. ``data.zip:train/cat/0001.jpg``."""
         return f"{self.source}:{self.files[i]}" if self.is_zip else str(self.source / self.files[i])
 
+    def _archive(self) -> zipfile.ZipFile:
+        if self._zip is None or self._zip_pid != os.getpid():  # a forked worker must not share the parent's handle
+            self._zip, self._zip_pid = zipfile.ZipFile(self.source), os.getpid()
+        return self._zip
+
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_zip": None, "_zip_pid": -1}
 
 
-def index_images(path: str | Path) -> ImageIndex:
+def _check_member(info: zipfile.ZipInfo) -> None:
+    """Refuse a member by the sizes its header states; zipfile never inflates past the stated size."""
+    size, packed = info.file_size, max(info.compress_size, 1)
+    if size > MAX_FILE_BYTES:
+        raise ImageDecodeError(f"unpacks to {_mib(size)}, over the limit of {_mib(MAX_FILE_BYTES)}: refused unread")
+    if size > RATIO_FROM and size > MAX_RATIO * packed:
+        raise ImageDecodeError(f"unpacks to {_mib(size)}, {size / packed:.0f} times its packed size (the limit is "
+                               f"{MAX_RATIO} above {_mib(RATIO_FROM)}): refused unread")  # fmt: skip
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def index_images(path: str | Path, min_classes: int = 2) -> ImageIndex:
     """List the images of a folder or zip in ImageFolder layout.
 
-    Hidden files (``.DS_Store``, ``__MACOSX/``) are ignored; other files without an image extension are reported
-    in one :class:`SkippedImageWarning`.
+    The class root is decided by :func:`~resnetkit.data.layout.find_layout`. Hidden files (``.DS_Store``,
+    ``__MACOSX/``) are ignored; other files without an image extension are counted in one
+    :class:`SkippedImageWarning`.
+
+    Args:
+        path: a directory or a ``.zip``.
+        min_classes: refuse a dataset with fewer classes.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: no image was found in ``<class>/`` folders.
+        ValueError: not a zip, an unsafe member name, no image, an ambiguous layout or too few classes.
     """
     source = Path(path).expanduser()
     if not source.exists():
         raise FileNotFoundError(f"no image folder or zip at {source}")
     is_zip = source.is_file()
-    archive = zipfile.ZipFile(source) if is_zip else None  # kept open in the index: reading the directory is slow
-    names = _zip_members(archive) if archive else _dir_files(source)
-    skip = _common_folders(names) if is_zip else 0
-    entries = [(name, name.split("/")[skip:]) for name in names]
-    entries = [(name, parts) for name, parts in entries if len(parts) >= 2]  # files beside the class folders: none
-    images = [(parts, name) for name, parts in entries if _is_image(name)]
-    if others := [name for name, _ in entries if not _is_image(name)]:
-        warnings.warn(f"skipping {len(others)} non-image file(s) in {source}, e.g. {others[0]}", SkippedImageWarning, 2)
-    if not images:
-        raise ValueError(f"no images in {source}: expected <class>/<image> with one of {sorted(IMAGE_EXTENSIONS)}")
-    images.sort()
-    classes = sorted({parts[0] for parts, _ in images})
-    label_of = {name: i for i, name in enumerate(classes)}
-    files, labels = [name for _, name in images], [label_of[parts[0]] for parts, _ in images]
-    return ImageIndex(source, files, labels, classes, is_zip=is_zip, _zip=archive, _zip_pid=os.getpid())
+    archive = _open_zip(source) if is_zip else None  # kept open in the index: reading the directory is slow
+    layout = find_layout(_zip_members(archive) if archive else _dir_files(source), source, min_classes)
+    if layout.ignored:
+        warnings.warn(f"skipping {len(layout.ignored)} non-image file(s) in {source}, e.g. {layout.ignored[0]}",
+                      SkippedImageWarning, 2)  # fmt: skip
+    return ImageIndex(source, layout.files, layout.labels, layout.classes, is_zip, archive, os.getpid())
 
 
-def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+def _open_zip(source: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError) as err:
+        raise ValueError(f"{source} is not a folder or a readable zip: {err}") from None
 
 
 def _dir_files(root: Path) -> list[str]:
@@ -126,46 +180,8 @@ def _dir_files(root: Path) -> list[str]:
     return files
 
 
-SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")  # Pillow's modes for 16-bit grey (PNG and TIFF)
-
-
 def _zip_members(archive: zipfile.ZipFile) -> list[str]:
-    names = [info.filename for info in archive.infolist() if not info.is_dir()]
-    return [n for n in names if not any(part.startswith(".") or part == "__MACOSX" for part in n.split("/"))]
-
-
-def _common_folders(names: list[str]) -> int:
-    """How many leading folders every member shares while a class folder still lies below them."""
-    split = [name.split("/") for name in names]
-    depth = 0
-    while split and all(len(p) >= depth + 3 and p[depth] == split[0][depth] for p in split):
-        depth += 1
-    return depth
-
-
-def decode_image(data: bytes, grayscale: bool = False) -> torch.Tensor:
-    """Decode an encoded image into ``(C, H, W)`` uint8, C = 3 (RGB) or 1 (grey); the first frame of animations.
-
-    Grey, RGBA (alpha dropped), palette, CMYK and 16-bit images are converted; photos are turned upright by their
-    EXIF orientation.
-
-    Raises:
-        ImageDecodeError: the bytes are not a complete image in a format Pillow reads.
-    """
-    mode = "L" if grayscale else "RGB"
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode in SIXTEEN_BIT:
-                image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).clip(0, 255).round().astype(np.uint8))
-            if image.mode == "P":
-                image = image.convert("RGBA")  # a palette with transparency must pass through RGBA
-            if image.mode != mode:
-                image = image.convert(mode)
-            pixels = np.array(image)  # decodes; a copy, writable
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-        raise ImageDecodeError(str(err) or type(err).__name__) from err
-    return torch.from_numpy(pixels.reshape(*pixels.shape[:2], -1)).permute(2, 0, 1)
+    return [info.filename for info in archive.infolist() if not info.is_dir()]
 
 
 def iter_decoded(
@@ -219,8 +235,8 @@ def _decode_chunk(indices: range, grayscale: bool, size: int | None) -> list[tup
     out = []
     for i in indices:
         try:
-            image = decode_image(_worker_index.read(i), grayscale)
-        except (ImageDecodeError, OSError, zipfile.BadZipFile) as err:
+            image = _worker_index.decode(i, grayscale)
+        except ImageDecodeError as err:
             out.append((i, str(err)))
             continue
         if size is not None and image.shape[-2:] != (size, size):
