@@ -41,7 +41,9 @@ def calibration_images(
     if record.train_config:
         batches = _run_batches(record, dataset, split)
     elif dataset is not None:
-        batches = (x for x, _ in folder_loader(dataset, record.preprocess, 64, shuffle=False, workers=0))
+        # labels do not matter here: a folder of one class (or a few images in one folder) calibrates as well
+        loader = folder_loader(dataset, record.preprocess, 64, shuffle=False, workers=0, min_classes=1)
+        batches = (x for x, _ in loader)
     else:
         raise ValueError(f"{record.arch} weights do not say what data they were trained on; give calibration "
                          "images (--data FOLDER_OR_ZIP)")  # fmt: skip
