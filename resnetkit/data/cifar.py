@@ -4,7 +4,10 @@ Read from the official python-format archives, downloaded on demand and verified
 pickles of dicts holding a numpy array; they are loaded with :class:`_SafeUnpickler`, which resolves only the four
 names an array pickle needs (``numpy``'s ``_reconstruct``, ``ndarray`` and ``dtype``, plus ``_codecs.encode`` that
 Python 3 writes for bytes in protocol 2; torch's ``weights_only`` loader allows the same). Any other global, e.g.
-``os.system``, raises ``UnpicklingError`` instead of running, so a tampered file cannot execute code.
+``os.system``, raises instead of running, so a tampered file cannot execute code. A batch that is not what the
+official archive holds (a refused global, a truncated or garbled pickle, the wrong shapes, labels that do not match
+the images) is a :class:`CifarFormatError`: one line naming the file, never a traceback, never a silently misaligned
+dataset.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..options import parse_enum
 from .download import ChecksumError, DatasetNotFoundError, download_url, extract_tar, file_md5
 from .imageset import ImageSet
@@ -36,6 +40,13 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+
+class CifarFormatError(UserError, pickle.UnpicklingError):
+    """A CIFAR file that is not what the official archive holds: tampered, truncated or another file.
+
+    Also a ``pickle.UnpicklingError``, what a refused global raised before.
+    """
 
 
 class Cifar(enum.Enum):
@@ -101,11 +112,11 @@ def load_cifar(
     """
     spec = CIFAR_FILES[parse_enum(Cifar, which, "which")]
     folder = prepare_cifar(root, spec, download=download, url_base=url_base, progress=progress)
-    names = read_pickle(folder / spec.meta)[spec.names_key]
-    batches = [read_pickle(folder / name) for name in (spec.train if train else spec.test)]
-    images = np.concatenate([_pixels(b, spec) for b in batches]).reshape(-1, 3, 32, 32)  # rows hold R, G, B planes
-    labels = np.concatenate([np.asarray(b[spec.label_key], dtype=np.int64) for b in batches])
-    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), [_text(n) for n in names])
+    names = _class_names(folder / spec.meta, spec)
+    batches = [_read_batch(folder / name, spec, len(names)) for name in (spec.train if train else spec.test)]
+    images = np.concatenate([pixels for pixels, _ in batches]).reshape(-1, 3, 32, 32)  # rows hold R, G, B planes
+    labels = np.concatenate([labels for _, labels in batches])
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), names)
 
 
 def prepare_cifar(
@@ -159,19 +170,52 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def read_pickle(path: str | Path) -> dict[str, Any]:
-    """Load one CIFAR batch or meta file without executing code; byte-string keys become ``str``."""
+    """Load one CIFAR batch or meta file without executing code; byte-string keys become ``str``.
+
+    Raises:
+        CifarFormatError: the file is not a pickled dict of plain values and numpy arrays.
+    """
     with open(path, "rb") as f:
-        content = _SafeUnpickler(f, encoding="latin1").load()  # latin1: Python 2 str -> str, arrays byte-exact
+        try:
+            content = _SafeUnpickler(f, encoding="latin1").load()  # latin1: Python 2 str -> str, arrays byte-exact
+        except Exception as err:
+            # Only the pickle machine and the allowed numpy constructors run, so whatever they raise comes from the
+            # file's bytes: mutated copies of a real batch raise UnicodeDecodeError, EOFError, LookupError,
+            # TypeError, MemoryError, ... besides UnpicklingError.
+            raise CifarFormatError(f"{path} is not a CIFAR pickle ({type(err).__name__}: {_one_line(err)}); "
+                                   f"{_REPAIR}") from err  # fmt: skip
     if not isinstance(content, dict):
-        raise pickle.UnpicklingError(f"{path} does not hold a dict")
+        raise CifarFormatError(f"{path} holds a {type(content).__name__}, not a dict; {_REPAIR}")
     return {_text(key): value for key, value in content.items()}
 
 
-def _pixels(batch: dict[str, Any], spec: CifarFiles) -> np.ndarray:
-    data = batch.get("data")
+_REPAIR = "delete its folder and load again to re-extract the verified archive"
+
+
+def _class_names(path: Path, spec: CifarFiles) -> list[str]:
+    names = read_pickle(path).get(spec.names_key)
+    if not isinstance(names, list) or not names or not all(isinstance(n, (str, bytes)) for n in names):
+        raise CifarFormatError(f"{path} must hold {spec.names_key!r} as a list of class names; {_REPAIR}")
+    return [_text(n) for n in names]
+
+
+def _read_batch(path: Path, spec: CifarFiles, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(N, 3072)`` uint8 pixels and ``(N,)`` int64 labels of one batch, checked against each other per batch
+    (concatenated, a batch with one label too many and the next with one too few would pass, shifted)."""
+    batch = read_pickle(path)
+    data, labels = batch.get("data"), batch.get(spec.label_key)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise pickle.UnpicklingError(f"a {spec.title} batch must hold 'data' as (N, 3072) uint8")
-    return data
+        raise CifarFormatError(f"{path} must hold 'data' as (N, 3072) uint8; {_REPAIR}")
+    labels = labels.tolist() if isinstance(labels, np.ndarray) else labels  # the official files hold a list
+    if not isinstance(labels, list) or len(labels) != len(data) or not all(type(v) is int for v in labels):
+        raise CifarFormatError(f"{path} must hold {spec.label_key!r} as {len(data)} ints, one per image; {_REPAIR}")
+    if labels and not 0 <= min(labels) <= max(labels) < num_classes:
+        raise CifarFormatError(f"{path} has labels outside [0, {num_classes}); {_REPAIR}")
+    return data, np.asarray(labels, dtype=np.int64)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200]
 
 
 def _text(value: str | bytes) -> str:

@@ -97,6 +97,8 @@ class AugmentConfig:
             raise ValueError(f"mean {self.mean} and std {self.std} need one positive std per channel")
         if not 0.0 <= self.erase_prob <= 1.0 or self.size < 1 or self.padding < 0:
             raise ValueError("erase_prob must lie in [0, 1], size be >= 1 and padding >= 0")
+        if not min(self.mixup_alpha, self.cutmix_alpha) > 0:  # Beta parameters: torch refuses them only in batch_mix
+            raise ValueError(f"mixup_alpha={self.mixup_alpha} and cutmix_alpha={self.cutmix_alpha} must be > 0")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:

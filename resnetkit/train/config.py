@@ -3,8 +3,8 @@
 A recipe is YAML with the sections of :class:`TrainConfig` (``model``, ``data``, ``optim``, ``distill``, top-level
 run options). Overrides use dotted keys: ``optim.lr=0.2 data.batch_size=64 model.name=cifar_resnet56``. Strings are
 parsed into enums here, once; unknown keys are an error that lists the valid ones. :func:`load_config` also checks
-what would otherwise fail only after the dataset is decoded (the model's name and options, the dataset's path), so
-a typo costs a second, not a decode.
+what would otherwise fail only after the dataset is decoded (the model's name and options, the dataset's path, values
+no run can use such as ``epochs=0`` or ``eval_every=0``), so a typo costs a second, not a decode or an epoch.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import copy
 import dataclasses
 import difflib
 import enum
+import functools
+import math
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,20 +183,35 @@ def load_config(
         data = copy.deepcopy(recipe)
     elif recipe is not None:
         path = recipe_path(recipe)
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _parse_yaml(path.read_text(), f"recipe {str(path)!r}") or {}
         if not isinstance(data, dict):
             raise ValueError(f"recipe {str(path)!r} must be a mapping of sections, got {type(data).__name__}")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} must look like key=value, e.g. optim.lr=0.05")
-        key, value = key.strip(), yaml.safe_load(value)
+        key, value = key.strip(), _parse_yaml(value, f"override {item!r}")
         if key == "model" and isinstance(value, str):
             key = "model.name"  # model=cifar_resnet56 is short for model.name=cifar_resnet56
         _set_dotted(data, key, value)
     config = TrainConfig.from_dict(data)
     check_config(config, check_data)
     return config
+
+
+def _parse_yaml(text: str, what: str) -> Any:
+    """``yaml.safe_load``, its multi-line error folded into one line that names ``what``.
+
+    ``safe_load`` builds only plain values: a tag such as ``!!python/object/apply:os.system`` is refused, not run.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        hint = "; only plain values are read, no tags" if isinstance(err, yaml.constructor.ConstructorError) else ""
+        raise ValueError(f"{what} is not valid YAML: {problem}{at}{hint}") from None
 
 
 # What a resumed run may change: how long it trains and how it reports or where it runs, nothing it learns from.
@@ -236,19 +254,73 @@ def check_config(cfg: TrainConfig, check_data: bool = True) -> None:
     Raises:
         KeyError: an unknown model name (the message names the close matches).
         TypeError: an unknown model option (the message lists the valid ones).
-        ValueError: a model option with an impossible value.
+        ValueError: a value no run can use (``epochs=0``, ``eval_every=0``, ``data.val_size=0``, ...), or a model
+            option with an impossible value.
         FileNotFoundError: a dataset path that does not exist.
     """
+    _check_values(cfg)
     if not cfg.init_from:
         model_config(cfg.model.name, **cfg.model.options)
     if check_data:
         check_dataset(cfg.data.dataset)
 
 
+# Values no run can use, as (key, test, requirement). Without these, some fail only after the dataset is decoded or a
+# whole epoch is trained (eval_every=0: ZeroDivisionError; a MixUp alpha <= 0: torch's Beta), and some run and report
+# nonsense (epochs=0 writes an untrained model; val_size=0 reports 0.00%; milestones given in steps never decay).
+_RULES: list[tuple[str, Callable[[TrainConfig], bool], str]] = [
+    ("steps", lambda c: c.steps >= 0, "must be >= 0 (0: train for `epochs`)"),
+    ("epochs", lambda c: c.steps > 0 or c.epochs >= 1, "must be >= 1 (or give steps)"),
+    ("eval_every", lambda c: c.eval_every >= 1, "must be >= 1: the epochs between validation passes"),
+    ("ema_decay", lambda c: 0.0 <= c.ema_decay < 1.0, "must lie in [0, 1) (0: no EMA)"),
+    ("data.val_size", lambda c: c.data.val_size > 0, ("leaves no validation images, yet validation runs every "
+                                                      "eval_every epochs and at the end: give a fraction in (0, 1) "
+                                                      "or a count >= 1")),
+    ("data.val_size", lambda c: c.data.val_size < 1 or float(c.data.val_size).is_integer(),
+     "must be a fraction in (0, 1) or a whole count of images"),
+    ("data.val_size", lambda c: c.data.dataset != "digits" or c.data.val_size + c.data.test_size < 1,
+     "and data.test_size must add up to less than 1: digits is split by fractions"),
+    ("data.test_size", lambda c: 0.0 <= c.data.test_size < 1.0, "must be a fraction in [0, 1)"),
+    ("data.input_size", lambda c: c.data.input_size >= 1, "must be >= 1"),
+    ("data.padding", lambda c: c.data.padding >= 0, "must be >= 0"),
+    ("data.random_erasing", lambda c: 0.0 <= c.data.random_erasing <= 1.0, "must be a probability in [0, 1]"),
+    ("data.mixup_alpha", lambda c: c.data.mixup_alpha > 0, "must be > 0: the Beta distribution's parameter"),
+    ("data.cutmix_alpha", lambda c: c.data.cutmix_alpha > 0, "must be > 0: the Beta distribution's parameter"),
+    ("data.batch_size", lambda c: c.data.batch_size >= 1, "must be >= 1"),
+    ("data.eval_batch_size", lambda c: c.data.eval_batch_size >= 1, "must be >= 1"),
+    ("data.workers", lambda c: c.data.workers >= 0, "must be >= 0"),
+    ("optim.lr", lambda c: 0.0 <= c.optim.lr < math.inf, "must be a finite number >= 0"),
+    ("optim.momentum", lambda c: 0.0 <= c.optim.momentum < 1.0, "must lie in [0, 1)"),
+    ("optim.nesterov", lambda c: not c.optim.nesterov or c.optim.momentum > 0, "needs optim.momentum > 0"),
+    ("optim.weight_decay", lambda c: c.optim.weight_decay >= 0, "must be >= 0"),
+    ("optim.milestones", lambda c: all(0.0 <= m <= 1.0 for m in c.optim.milestones),
+     "must be fractions of the run in [0, 1] (the paper's 32k and 48k of 64k steps: [0.5, 0.75])"),
+    ("optim.gamma", lambda c: c.optim.gamma > 0, "must be > 0"),
+    ("optim.pct_start", lambda c: 0.0 <= c.optim.pct_start <= 1.0, "must be a fraction of the run in [0, 1]"),
+    ("optim.warmup_steps", lambda c: c.optim.warmup_steps >= 0, "must be >= 0"),
+    ("optim.label_smoothing", lambda c: 0.0 <= c.optim.label_smoothing < 1.0, "must lie in [0, 1)"),
+    ("optim.grad_clip", lambda c: c.optim.grad_clip >= 0, "must be >= 0 (0: no clipping)"),
+]  # fmt: skip
+
+
+def _check_values(cfg: TrainConfig) -> None:
+    """Refuse the first value no run can use, in one line naming its key.
+
+    Checked here rather than in the sections' ``__post_init__`` so that the stored config of a finished run (read by
+    ``eval`` and ``calibrate``) stays readable even when written before a rule existed.
+    """
+    for key, ok, requirement in _RULES:
+        if not ok(cfg):
+            value = functools.reduce(getattr, key.split("."), cfg)
+            raise ValueError(f"{key}={_plain(value)!r} {requirement}")
+
+
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
-    for part in parents:
+    for depth, part in enumerate(parents, 1):
         data = data.setdefault(part, {})
+        if not isinstance(data, dict):  # e.g. optim.lr.x=1: optim.lr holds a number
+            raise ValueError(f"cannot set {key}: {'.'.join(parents[:depth])}={data!r} is a value, not a section")
     data[leaf] = value
 
 
@@ -274,16 +346,18 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return parse_enum(hint, value, where)
     origin = typing.get_origin(hint)
-    if origin is dict and not isinstance(value, dict):
-        raise ValueError(f"{where}={value!r} must be a mapping, e.g. {where}={{key: value}}")
-    if origin is tuple:
-        return tuple(value if isinstance(value, (list, tuple)) else [value])
+    if origin is dict and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+        raise ValueError(f"{where}={value!r} must be a mapping with names as keys, e.g. {where}={{key: value}}")
+    if origin is tuple:  # tuple[float, ...]: each item as its type, so milestones=abc fails here, not mid-run
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(item, v, where) for v in (value if isinstance(value, (list, tuple)) else [value]))
     if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
         try:
             return float(value)  # YAML reads 1e-4 (no dot) as a string
         except ValueError:
             pass
-    if hint in (int, float, bool, str) and not isinstance(value, hint):
+    # bool is an int to isinstance, but epochs=true is a typo, not 1 epoch
+    if hint in (int, float, bool, str) and (not isinstance(value, hint) or isinstance(value, bool) != (hint is bool)):
         raise ValueError(f"{where}={value!r} must be {hint.__name__}")
     return value
 
