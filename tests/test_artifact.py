@@ -127,3 +127,20 @@ def test_not_a_model_file_is_one_line(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(FileNotFoundError, match="model file 'no/such.safetensors' not found"):
         resnetkit.load_model("no/such.safetensors")
+
+
+def test_weights_without_a_run_calibrate_on_a_folder(tmp_path):
+    """Published or converted weights know no training data: int8 calibration reads a folder with their own
+    preprocessing (here one class folder of PNGs; the labels are not used)."""
+    from PIL import Image
+
+    from resnetkit.workflows import calibration_images
+
+    (tmp_path / "photos" / "any").mkdir(parents=True)
+    for i in range(5):
+        Image.new("RGB", (40, 48), (40 * i, 20, 200)).save(tmp_path / "photos" / "any" / f"{i}.png")
+    record = resnetkit.load_model("cifar_resnet20.c10jpeg_cpu30").record.replace(train_config={})
+    images = calibration_images(record, 3, dataset=str(tmp_path / "photos"))
+    assert images.shape == (3, 3, 32, 32) and torch.isfinite(images).all()
+    with pytest.raises(ValueError, match="give calibration images"):
+        calibration_images(record, 3)
