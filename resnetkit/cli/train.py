@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 NAME = "train"
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     recipe, overrides = args.recipe, list(args.overrides)
     if recipe and "=" in recipe:  # `resnetkit train optim.lr=0.05`: no recipe, only overrides
         recipe, overrides = None, [recipe, *overrides]
-    overrides += [f"out={args.out}"] if args.out else []
+    overrides += [f"out={json.dumps(args.out)}"] if args.out else []  # quoted: a folder named 2024 stays a name
     if args.resume and not recipe:  # the run's own config, which fit() would insist on anyway
         recipe = stored_config(args.out)
     config = load_config(recipe or DEFAULT_RECIPE, overrides)
