@@ -28,6 +28,17 @@ MiB = 2**20
 # ---------------------------------------------------------------- builders
 
 
+def load_measured(path):
+    """``load_image_folder(path)`` with every warning it gives and its peak Python memory (tracemalloc)."""
+    tracemalloc.start()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = load_image_folder(path, progress=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return images, caught, peak
+
+
 def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
@@ -215,12 +226,7 @@ def test_a_zip_bomb_member_is_refused_before_it_is_inflated(tmp_path):
         for _ in range(64):
             member.write(bytes(MiB))
     assert path.stat().st_size < MiB
-    tracemalloc.start()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        images = load_image_folder(path, progress=False)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    images, caught, peak = load_measured(path)
     assert peak < 8 * MiB, f"{peak / MiB:.0f} MiB"
     assert len(images) == 4 and images.classes == ["cat", "dog"]
     (message,) = [str(w.message) for w in caught if "bomb.png" in str(w.message)]
@@ -391,12 +397,7 @@ def test_odd_inputs_in_one_zip_are_each_skipped_in_one_line_with_little_memory(t
     patch_central_entry(path, "train/dog/encrypted.png", 8, 0x1)
     patch_central_entry(path, "train/dog/unknown-method.png", 10, 99)
     flip_packed_bytes(path, "train/dog/corrupt.bmp")
-    tracemalloc.start()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        images = load_image_folder(path, progress=False)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    images, caught, peak = load_measured(path)
     messages = [str(w.message) for w in caught if issubclass(w.category, SkippedImageWarning)]
     assert len(images) == 4 and images.classes == ["cat", "dog"]
     names = [name.rsplit("/", 1)[1] for name in odd] + ODD_ARCHIVE_MEMBERS

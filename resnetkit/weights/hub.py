@@ -18,7 +18,7 @@ import torch
 from ..io import checksum_mismatch, download_url, file_digest
 from ..models import ResNet
 from .convert import convert_state_dict, read_any, read_state_dict
-from .format import WeightsError, load_checked, model_with, read_weights
+from .format import WeightsError, load_checked, model_with
 from .registry import SHIPPED, SourceFormat, WeightsEntry, get_weights
 
 
@@ -42,7 +42,7 @@ def fetch(entry: WeightsEntry, cache: str | Path | None = None, progress: bool =
         return _checked_shipped(entry)
     folder = cache_dir(cache)
     converted = folder / f"{entry.name}.safetensors"
-    if converted.is_file() and _whole(converted):
+    if converted.is_file():
         return converted
     original = torch_home() / "hub" / "checkpoints" / entry.filename  # torchvision's own cache
     if not original.is_file() or checksum_mismatch(original, sha256=entry.sha256):  # the name promises a hash
@@ -53,17 +53,6 @@ def fetch(entry: WeightsEntry, cache: str | Path | None = None, progress: bool =
                        metrics=entry.metrics, recipe=entry.recipe, source=entry.url,
                        source_sha256=file_digest(original), extra={"name": entry.name})  # fmt: skip
     return converted
-
-
-def _whole(converted: Path) -> bool:
-    """Whether a converted file in the cache reads back whole; a damaged one is deleted, to be converted again."""
-    try:
-        read_weights(converted)
-        return True
-    except WeightsError as err:
-        warnings.warn(f"{err}; converting it again", stacklevel=3)
-        converted.unlink()
-        return False
 
 
 def _checked_shipped(entry: WeightsEntry) -> Path:
@@ -100,7 +89,7 @@ def load_model(source: str | Path, cache: str | Path | None = None, progress: bo
         >>> model.record.preprocess.crop_size, len(model.record.classes)
         (32, 10)
     """
-    state, record = read_any(resolve(source, cache, progress))
+    state, record = _read(source, cache, progress)
     return model_with(record, state, source=f"weights {source}")
 
 
@@ -114,7 +103,7 @@ def load_pretrained(model: ResNet, arch: str, pretrained: bool | str | Path, **k
     difference is a one-line error naming the first tensor whose shape differs.
     """
     source = _weights_source(arch, pretrained)
-    state, record = read_any(resolve(source, **kwargs))
+    state, record = _read(source, **kwargs)
     state = _fit_to(model, state, record, str(source))
     load_checked(model, state, source=f"weights {source}", assign=True)
     if record.config.num_classes != model.config.num_classes:
@@ -123,6 +112,20 @@ def load_pretrained(model: ResNet, arch: str, pretrained: bool | str | Path, **k
     model.record = record.replace(config=model.config, classes=record.classes if model.num_classes ==
                                   record.config.num_classes else ())  # fmt: skip
     return model
+
+
+def _read(source: str | Path, cache: str | Path | None = None, progress: bool = True):
+    """The tensors and record of a file or registry name; a converted file in the cache that reads back damaged is
+    deleted and converted again, once, rather than failing until someone deletes it by hand."""
+    path = resolve(source, cache, progress)
+    try:
+        return read_any(path)
+    except WeightsError as err:
+        if path.parent != cache_dir(cache) or not path.name.endswith(".safetensors"):
+            raise
+        warnings.warn(f"{err}; converting it again", stacklevel=3)
+        path.unlink()
+        return read_any(resolve(source, cache, progress))
 
 
 def _weights_source(arch: str, pretrained: bool | str | Path) -> str | Path:
