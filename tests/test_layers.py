@@ -21,7 +21,7 @@ LAYERS = {
     "data": 2,
     "weights": 3,
     "train": 4,
-    "deploy": 5, "compress": 5,
+    "deploy": 5, "compress": 5, "analysis": 5,
     "workflows": 6,
     "cli": 7, "__init__": 7, "__main__": 8,
 }  # fmt: skip

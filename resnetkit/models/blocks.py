@@ -21,7 +21,8 @@ from .layers import DropPath, NormLayer, SqueezeExcite, ZeroPadShortcut, conv1x1
 
 class ResidualUnit(nn.Module):
     """What every unit shares: the torchvision-compatible signature, the shortcut, squeeze-excitation,
-    stochastic depth and the residual addition. Subclasses build the residual branch in ``_make_branch``.
+    stochastic depth and the residual addition. Subclasses build the residual branch in ``_make_branch`` and run
+    it in :meth:`branch`.
 
     Args:
         inplanes: input channels.
@@ -81,19 +82,45 @@ class ResidualUnit(nn.Module):
         """Whether the shortcut appends zero channels (option A in a unit that widens)."""
         return isinstance(self.downsample, ZeroPadShortcut) and self.downsample.extra_channels > 0
 
-    def add_shortcut(self, branch: torch.Tensor, x: torch.Tensor, projection_input: torch.Tensor) -> torch.Tensor:
-        """Return ``branch + shortcut``; the shortcut is ``x``, ``downsample(projection_input)`` for projections,
-        or ``downsample(x)`` for the parameter-free ones (option A, subsampling), which are identities: in a
-        pre-activation unit they carry the raw input, not the normalised one (Keras ResNetV2)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.preactivate(x)
+        out = self.add_shortcut(self.branch(pre), x, pre)
+        return self.finish(out)
+
+    # The unit in parts, for analysis (lesion studies, path sampling, feature reuse):
+    # ``forward(x) == finish(drop_path(branch(preactivate(x))) + shortcut(x))``.
+
+    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
+        """The input the branch reads: ``x`` itself, or ``relu(bn1(x))`` in a pre-activation unit."""
+        return x
+
+    def branch(self, pre: torch.Tensor) -> torch.Tensor:
+        """The residual branch F, from :meth:`preactivate`'s output, up to the addition (SE included)."""
+        raise NotImplementedError
+
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
+        """What follows the addition: the ReLU of a post-activation unit, nothing in a pre-activation one."""
+        return out
+
+    def shortcut(self, x: torch.Tensor, projection_input: torch.Tensor | None = None) -> torch.Tensor | None:
+        """What the shortcut carries to the addition, or ``None`` in a plain unit (no shortcut).
+
+        It is ``x``, or ``downsample(x)`` for the parameter-free shortcuts (option A, subsampling), which are
+        identities: in a pre-activation unit they carry the raw input, not the normalised one (Keras ResNetV2);
+        a projection reads ``projection_input`` (``preactivate(x)`` when not given).
+        """
         if not self.residual:
-            return branch
+            return None
         if self.downsample is None:
-            shortcut = x
-        elif isinstance(self.downsample, ZeroPadShortcut):
-            shortcut = self.downsample(x)
-        else:
-            shortcut = self.downsample(projection_input)
-        return self.drop_path(branch) + shortcut
+            return x
+        if isinstance(self.downsample, ZeroPadShortcut):
+            return self.downsample(x)
+        return self.downsample(self.preactivate(x) if projection_input is None else projection_input)
+
+    def add_shortcut(self, branch: torch.Tensor, x: torch.Tensor, projection_input: torch.Tensor) -> torch.Tensor:
+        """Return ``branch + shortcut`` (see :meth:`shortcut`); a plain unit returns the branch."""
+        shortcut = self.shortcut(x, projection_input)
+        return branch if shortcut is None else self.drop_path(branch) + shortcut
 
 
 class BasicBlock(ResidualUnit):
@@ -109,15 +136,16 @@ class BasicBlock(ResidualUnit):
         self.conv2 = conv3x3(planes, planes, dilation=dilations[1], bias=bias)
         self.bn2 = norm_layer(planes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(x)
+    def branch(self, pre: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(pre)
         out = self.bn1(out)
         out = self.relu(out)
         out = self.dropout(out)
         out = self.conv2(out)
         out = self.bn2(out)
-        out = self.se(out)
-        out = self.add_shortcut(out, x, x)
+        return self.se(out)
+
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
         return self.relu(out)
 
     def zero_init_last(self) -> None:
@@ -144,8 +172,8 @@ class Bottleneck(ResidualUnit):
         self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(x)
+    def branch(self, pre: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(pre)
         out = self.bn1(out)
         out = self.relu(out)
         out = self.conv2(out)
@@ -154,8 +182,9 @@ class Bottleneck(ResidualUnit):
         out = self.dropout(out)
         out = self.conv3(out)
         out = self.bn3(out)
-        out = self.se(out)
-        out = self.add_shortcut(out, x, x)
+        return self.se(out)
+
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
         return self.relu(out)
 
     def zero_init_last(self) -> None:
@@ -178,16 +207,16 @@ class PreActBasicBlock(ResidualUnit):
         self.bn2 = norm_layer(planes)
         self.conv2 = conv3x3(planes, planes, dilation=dilations[1], bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.bn1(x)
-        pre = self.relu(pre)
+    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn1(x))
+
+    def branch(self, pre: torch.Tensor) -> torch.Tensor:
         out = self.conv1(pre)
         out = self.bn2(out)
         out = self.relu(out)
         out = self.dropout(out)
         out = self.conv2(out)
-        out = self.se(out)
-        return self.add_shortcut(out, x, pre)
+        return self.se(out)
 
     def zero_init_last(self) -> None:
         _zero_(self.conv2.weight)  # the branch ends in a convolution, not a norm
@@ -209,9 +238,10 @@ class PreActBottleneck(ResidualUnit):
         self.bn3 = norm_layer(width)
         self.conv3 = conv1x1(width, planes * self.expansion, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.bn1(x)
-        pre = self.relu(pre)
+    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn1(x))
+
+    def branch(self, pre: torch.Tensor) -> torch.Tensor:
         out = self.conv1(pre)
         out = self.bn2(out)
         out = self.relu(out)
@@ -220,8 +250,7 @@ class PreActBottleneck(ResidualUnit):
         out = self.relu(out)
         out = self.dropout(out)
         out = self.conv3(out)
-        out = self.se(out)
-        return self.add_shortcut(out, x, pre)
+        return self.se(out)
 
     def zero_init_last(self) -> None:
         _zero_(self.conv3.weight)
