@@ -21,6 +21,12 @@ from resnetkit.data import ImageDecodeError, SkippedImageWarning, decode_image, 
 from resnetkit.data import decode as decode_module
 from resnetkit.data import folder as folder_module
 from resnetkit.data.folder import load_image_folder
+from resnetkit.models import ModelRecord, Preprocess, create_model
+from resnetkit.train.config import load_config, recipe_path
+from resnetkit.train.data import build_data
+from resnetkit.train.distributed import World
+from resnetkit.weights import save_weights
+from resnetkit.workflows import evaluate_model
 
 MiB = 2**20
 
@@ -193,6 +199,19 @@ def test_member_names_that_climb_out_are_refused_not_dropped(tmp_path, name):
     assert message == f"{path} has 1 unsafe member name(s) (absolute, empty parts or '..'), e.g. {name!r}: refusing it"
 
 
+def test_a_zip_storing_a_member_name_twice_is_refused(tmp_path):
+    """Before: both entries were listed and both read the last copy, so one image counted twice, the other never."""
+    path = tmp_path / "data.zip"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's own "Duplicate name" warning while writing
+        write_zip(path, {**two_classes("train/")})
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr("train/cat/a.png", encoded(tile(7)))
+    message = refusal(ValueError, index_images, path)
+    assert message == (f"{path} stores 1 member name(s) more than once, e.g. 'train/cat/a.png': which copy is meant "
+                       "is ambiguous; refusing it")  # fmt: skip
+
+
 @pytest.mark.parametrize("as_zip", [True, False])
 def test_a_dataset_of_one_class_is_refused(tmp_path, as_zip):
     """Before: one class trained to ``val top-1 100.00%``."""
@@ -351,6 +370,31 @@ def test_streaming_evaluation_skips_and_counts_undecodable_images(tmp_path, work
     images, labels = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
     assert labels.tolist() == [0, 0, 1, 1]
     assert all(torch.equal(image, decode_image(encoded(tile(i)))) for i, image in enumerate(images))
+
+
+def test_a_streamed_runs_validation_counts_each_image_once(tmp_path):
+    """Before: training's streamed validation replaced a broken image by its neighbour, counting that one twice."""
+    cfg = load_config(recipe_path("digits"), [f"data.dataset={broken_among_good(tmp_path)}", "data.in_memory=false",
+                                              "data.val_size=6", "data.workers=0", "data.batch_size=1",
+                                              "data.eval_batch_size=2", "progress=false"])  # fmt: skip
+    data = build_data(cfg, torch.device("cpu"), World())
+    val = data.evals["val"].dataset  # 6 of the 7 files, at least 2 of them broken
+    broken = sum(val.dataset.index.name(i).endswith(("c.png", "d.png", "g.png")) for i in val.indices)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedImageWarning)
+        labels = torch.cat([y for _, y in data.val_batches()])
+    assert broken >= 2 and len(labels) == 6 - broken and data.skipped("val") == broken
+
+
+def test_the_evaluation_report_says_how_many_images_were_skipped(tmp_path):
+    model = create_model("cifar_resnet20", num_classes=2, in_chans=3).eval()
+    weights = tmp_path / "model.safetensors"
+    save_weights(weights, model, ModelRecord("cifar_resnet20", model.config, Preprocess(8, 8), classes=("cat", "dog")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedImageWarning)
+        report = evaluate_model(str(weights), dataset=str(broken_among_good(tmp_path)), workers=0)
+    assert report.meter.count == 4 and report.skipped == 3 and report.to_dict()["skipped_images"] == 3
+    assert "(3 undecodable image(s) skipped)" in report.text().splitlines()[0]
 
 
 def test_a_streamed_folder_where_nothing_decodes_is_a_one_line_error(tmp_path):

@@ -150,14 +150,15 @@ def index_images(path: str | Path, min_classes: int = 2) -> ImageIndex:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: not a zip, an unsafe member name, no image, an ambiguous layout or too few classes.
+        ValueError: not a zip, an unsafe or duplicated member name, no image, an ambiguous layout or too few
+            classes.
     """
     source = Path(path).expanduser()
     if not source.exists():
         raise FileNotFoundError(f"no image folder or zip at {source}")
     is_zip = source.is_file()
     archive = _open_zip(source) if is_zip else None  # kept open in the index: reading the directory is slow
-    layout = find_layout(_zip_members(archive) if archive else _dir_files(source), source, min_classes)
+    layout = find_layout(_zip_members(archive, source) if archive else _dir_files(source), source, min_classes)
     if layout.ignored:
         warnings.warn(f"skipping {len(layout.ignored)} non-image file(s) in {source}, e.g. {layout.ignored[0]}",
                       SkippedImageWarning, 2)  # fmt: skip
@@ -180,8 +181,15 @@ def _dir_files(root: Path) -> list[str]:
     return files
 
 
-def _zip_members(archive: zipfile.ZipFile) -> list[str]:
-    return [info.filename for info in archive.infolist() if not info.is_dir()]
+def _zip_members(archive: zipfile.ZipFile, source: Path) -> list[str]:
+    """The archive's file names; a name stored twice is refused (a reader would see only one of the two)."""
+    names = [info.filename for info in archive.infolist() if not info.is_dir()]
+    if len(set(names)) < len(names):
+        seen: set[str] = set()
+        twice = sorted({n for n in names if n in seen or seen.add(n)})
+        raise ValueError(f"{source} stores {len(twice)} member name(s) more than once, e.g. {twice[0]!r}: "
+                         "which copy is meant is ambiguous; refusing it")  # fmt: skip
+    return names
 
 
 def iter_decoded(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from .folder import ImageDecodeError, SkippedImageWarning, index_images
 from .transforms import BatchMix
@@ -112,7 +112,13 @@ class FolderLoader(DataLoader):
                 seen += len(batch[1])
                 yield batch
         if not seen and self.skipped:
-            raise ImageDecodeError(f"none of the {self.skipped} files of {self.dataset.index.source} could be decoded")
+            raise ImageDecodeError(f"none of the {self.skipped} files of {_source(self.dataset)} could be decoded")
+
+
+def _source(dataset: Dataset) -> str:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return str(dataset.index.source)
 
 
 def folder_loader(

@@ -30,6 +30,7 @@ from ..data import (
     train_transform,
     train_val_split,
 )
+from ..data.stream import FolderLoader, MixCollate
 from ..models import IMAGENET_MEAN, IMAGENET_STD
 from .config import DataSection, TrainConfig
 from .distributed import World, shard
@@ -78,6 +79,10 @@ class RunData:
         """Evaluation batches (no augmentation) of val, test where the dataset has one, and train if asked."""
         return {name: self._batches(loader) for name, loader in self.evals.items() if include_train or name != "train"}
 
+    def skipped(self, split: str) -> int:
+        """Undecodable images left out of the latest pass over ``split`` (streamed datasets; 0 in memory)."""
+        return getattr(self.evals[split], "skipped", 0)
+
     def _batches(self, loader: DeviceLoader | DataLoader) -> Iterable[Batch]:
         return loader if isinstance(loader, DeviceLoader) else _to_device(loader, self.device)
 
@@ -125,7 +130,7 @@ def build_data(cfg: TrainConfig, device: torch.device, world: World,
         train = DeviceLoader(splits["train"], d.batch_size, BatchTransform.from_config(aug, train=True, **dtype_kw),
                              device=device, drop_last=True, seed=cfg.seed, mix=batch_mix(aug, len(splits["train"].classes)))  # fmt: skip
     else:  # augmentation that only exists per sample: decoded images through DataLoader workers
-        train = _loader(_Transformed(splits["train"], train_transform(aug)), d, world, cfg.seed, train=True, aug=aug)
+        train = _train_loader(_Transformed(splits["train"], train_transform(aug)), d, world, cfg.seed, aug)
     evals = {name: DeviceLoader(part, d.eval_batch_size, BatchTransform.from_config(aug, train=False, **dtype_kw),
                                 device=device, shuffle=False)
              for name, part in splits.items()}  # fmt: skip
@@ -138,23 +143,22 @@ def _streaming_data(cfg: TrainConfig, device: torch.device, world: World, normal
     mean, std = normalize or (IMAGENET_MEAN, IMAGENET_STD)
     aug = _augment_config(d, mean, std)
     train_set = ImageFolderDataset(d.dataset, train_transform(aug))
-    eval_set = ImageFolderDataset(d.dataset, eval_transform(aug))
+    eval_set = ImageFolderDataset(d.dataset, eval_transform(aug), skip_broken=True)  # each image counted once
     val_size = int(d.val_size) if d.val_size >= 1 else d.val_size
     train_idx, val_idx = split_indices(len(train_set), [len(train_set) - val_size, val_size] if isinstance(val_size, int)
                                        else [1 - val_size, val_size], seed=d.split_seed)  # fmt: skip
-    train = _loader(Subset(train_set, train_idx.tolist()), d, world, cfg.seed, train=True, aug=aug)
-    evals = {"val": _loader(Subset(eval_set, val_idx.tolist()), d, world, cfg.seed, train=False, aug=aug)}
+    train = _train_loader(Subset(train_set, train_idx.tolist()), d, world, cfg.seed, aug)
+    evals = {"val": FolderLoader(Subset(eval_set, val_idx.tolist()), batch_size=d.eval_batch_size, num_workers=d.workers,
+                                 collate_fn=MixCollate(), persistent_workers=d.workers > 0)}  # fmt: skip
     return RunData(train, evals, train_set.classes, tuple(mean), tuple(std), device, world)
 
 
-def _loader(dataset: Dataset, d: DataSection, world: World, seed: int, train: bool, aug: AugmentConfig) -> DataLoader:
-    per_process = d.batch_size // world.size if train else d.eval_batch_size
-    sampler = DistributedSampler(dataset, world.size, world.rank, shuffle=True, seed=seed) if train and world.distributed else None
-    mix = batch_mix(aug, len(getattr(dataset, "classes", None) or _classes_of(dataset))) if train else None
-    from ..data.stream import MixCollate
-
-    return DataLoader(dataset, batch_size=per_process, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=d.workers, drop_last=train, generator=torch.Generator().manual_seed(seed),
+def _train_loader(dataset: Dataset, d: DataSection, world: World, seed: int, aug: AugmentConfig) -> DataLoader:
+    """Shuffled (sharded under DDP), mixed per batch if the recipe says so; full batches only."""
+    sampler = DistributedSampler(dataset, world.size, world.rank, shuffle=True, seed=seed) if world.distributed else None
+    mix = batch_mix(aug, len(getattr(dataset, "classes", None) or _classes_of(dataset)))
+    return DataLoader(dataset, batch_size=d.batch_size // world.size, shuffle=sampler is None, sampler=sampler,
+                      num_workers=d.workers, drop_last=True, generator=torch.Generator().manual_seed(seed),
                       collate_fn=MixCollate(mix) if mix else None, persistent_workers=d.workers > 0)  # fmt: skip
 
 

@@ -366,7 +366,8 @@ def _finish(t: Trainer, wall_time: float) -> dict[str, Any]:
     final = {}
     for split, batches in t.data.eval_splits().items():
         meter = evaluate(t.eval_model, batches, t.data.num_classes, t.device, t.cfg)
-        final[split] = {**meter.summary(), "per_class_top1": meter.per_class_accuracy()}
+        final[split] = {**meter.summary(), "per_class_top1": meter.per_class_accuracy(),
+                        "skipped_images": t.data.skipped(split)}  # fmt: skip
     train_images_per_s = [r["images_per_s"] for r in t.history if "images_per_s" in r]
     summary = {
         "model": t.cfg.model.name,

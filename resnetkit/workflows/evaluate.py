@@ -29,6 +29,7 @@ class EvalReport:
     split: str
     classes: list[str]
     meter: ClassificationMeter
+    skipped: int = 0  # undecodable images left out (each reported once as it was met)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +37,7 @@ class EvalReport:
             "dataset": self.dataset,
             "split": self.split,
             **self.meter.summary(),
+            "skipped_images": self.skipped,
             "per_class_top1": dict(zip(self.classes, self.meter.per_class_accuracy())),
             "confusion": self.meter.confusion.tolist(),
         }
@@ -43,7 +45,8 @@ class EvalReport:
     def text(self) -> str:
         m = self.meter
         lines = [f"{self.checkpoint} on {self.dataset} [{self.split}], {m.count} images: "
-                 f"top-1 {100 * m.top1:.2f}%, top-{m.topk} {100 * m.top5:.2f}%, loss {m.loss:.4f}", "",
+                 f"top-1 {100 * m.top1:.2f}%, top-{m.topk} {100 * m.top5:.2f}%, loss {m.loss:.4f}"
+                 + (f" ({self.skipped} undecodable image(s) skipped)" if self.skipped else ""), "",
                  "per-class top-1:"]  # fmt: skip
         width = max(len(c) for c in self.classes)
         lines += [f"  {c:<{width}}  {100 * a:6.2f}%" for c, a in zip(self.classes, m.per_class_accuracy())]
@@ -102,7 +105,7 @@ def _evaluate_run(source, record: ModelRecord, network, split, dataset, target) 
     if data.classes != list(record.classes):
         raise ValueError(f"the dataset's classes {data.classes[:5]}... differ from the model's {list(record.classes)[:5]}...")
     meter = _checked(evaluate(network, splits[split], data.num_classes, target, cfg), source)
-    return EvalReport(str(source), cfg.data.dataset, split, data.classes, meter)
+    return EvalReport(str(source), cfg.data.dataset, split, data.classes, meter, data.skipped(split))
 
 
 def _evaluate_folder(source, record: ModelRecord, network, dataset, target, batch_size, workers) -> EvalReport:
@@ -114,7 +117,7 @@ def _evaluate_folder(source, record: ModelRecord, network, dataset, target, batc
         raise ValueError(f"{dataset} has {len(folders)} class folders, the weights {len(record.classes)} classes")
     batches = ((x.to(target), y.to(target)) for x, y in loader)
     meter = _checked(evaluate(network, batches, len(record.classes), target, TrainConfig()), source)
-    return EvalReport(str(source), str(dataset), "all", list(record.classes), meter)
+    return EvalReport(str(source), str(dataset), "all", list(record.classes), meter, loader.skipped)
 
 
 def _checked(meter: ClassificationMeter, source: str) -> ClassificationMeter:
