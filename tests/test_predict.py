@@ -9,7 +9,9 @@ from PIL import Image
 
 from resnetkit.cli import main
 from resnetkit.data import ImageDecodeError, load_digits
+from resnetkit.models import Preprocess
 from resnetkit.workflows import Predictor, read_image
+from resnetkit.workflows.predict import crop_region
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +76,49 @@ def test_predict_every_file_and_report_the_bad_ones(tmp_path, digit, tiny_checkp
     predictor = Predictor.load(tiny_checkpoint)
     top = predictor.predict_file(tmp_path / "grey.png", topk=3).top
     assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] and set(c for c, _ in top) <= set(map(str, range(10)))
+
+
+def ramp(height: int, width: int) -> torch.Tensor:
+    """(3, H, W) uint8 whose red channel is the column index and green the row index (scaled to 0..255)."""
+    cols = torch.linspace(0, 255, width).round().to(torch.uint8).expand(height, width)
+    rows = torch.linspace(0, 255, height).round().to(torch.uint8)[:, None].expand(height, width)
+    return torch.stack([cols, rows, torch.zeros_like(cols)])
+
+
+@pytest.mark.parametrize(
+    "height, width, resize, crop", [(40, 64, 32, 32), (90, 50, 36, 32), (32, 32, 32, 32), (37, 101, 40, 33)]
+)
+def test_crop_region_is_what_the_preprocessing_keeps(height, width, resize, crop):
+    preprocess = Preprocess(crop_size=crop, resize_size=resize, mean=(0.0,) * 3, std=(1.0,) * 3)
+    top, left, h, w = crop_region(preprocess, height, width)
+    assert 0 <= top and 0 <= left and top + h <= height and left + w <= width
+    seen = preprocess(ramp(height, width)) * 255  # (3, crop, crop): the ramp values the model sees
+    column, row = (width - 1) / 255, (height - 1) / 255  # ramp value -> pixel of the original image
+    # the crop's edges are the region's edges, to within a pixel of the original image
+    assert abs(seen[0, :, 0].mean() * column - left) <= 1 and abs(seen[0, :, -1].mean() * column - (left + w - 1)) <= 1
+    assert abs(seen[1, 0, :].mean() * row - top) <= 1 and abs(seen[1, -1, :].mean() * row - (top + h - 1)) <= 1
+
+
+def test_predict_cam_writes_the_map_over_the_image(tmp_path, capsys):
+    picture = np.random.default_rng(0).integers(0, 256, (40, 64, 3), dtype=np.uint8)  # wide: the model sees a crop
+    Image.fromarray(picture).save(tmp_path / "wide.png")
+    name = "cifar_resnet20.c10jpeg_cpu30"
+    assert main(["predict", name, str(tmp_path / "wide.png"), "--cam", str(tmp_path / "cam.png")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    top1 = out[0].split(": ")[1].split(",")[0].rsplit(" ", 1)[0]
+    assert out[1].startswith(f"{tmp_path / 'cam.png'}: gradcam map of {top1} (")
+    with Image.open(tmp_path / "cam.png") as png:
+        assert png.format == "PNG" and png.size == (64, 40)
+        drawn = np.asarray(png.convert("RGB"))
+    top, left, h, w = crop_region(Predictor.load(name).preprocess, 40, 64)
+    assert (top, left, h, w) == (0, 13, 40, 40)  # 40x64 -> 32x51, the middle 32 columns
+    inside = np.zeros((40, 64), dtype=bool)
+    inside[top : top + h, left : left + w] = True
+    assert np.array_equal(drawn[~inside], picture[~inside]) and (drawn[inside] != picture[inside]).any(-1).mean() > 0.9
+
+    assert main(["predict", name, str(tmp_path / "wide.png"), "--cam", str(tmp_path / "s.png"),
+                 "--cam-method", "scorecam"]) == 0  # fmt: skip
+    with Image.open(tmp_path / "s.png") as png:
+        assert png.size == (64, 40)
+    assert main(["predict", name, str(tmp_path / "wide.png"), str(tmp_path / "wide.png"), "--cam", "x.png"]) == 2
+    assert "--cam draws one image" in capsys.readouterr().err
