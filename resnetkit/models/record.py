@@ -140,6 +140,10 @@ class ModelRecord:
         data["config"] = ResNetConfig.from_dict(data["config"])
         data["preprocess"] = Preprocess(**data.get("preprocess", {}))
         data["metrics"] = tuple(Metric(**m) for m in data.get("metrics", ()))
+        extra = data.get("extra") or {}
+        if "train_config" not in data and "train_config" in extra:  # version 0.1 kept it with the provenance
+            data["train_config"] = extra["train_config"]
+            data["extra"] = {k: v for k, v in extra.items() if k != "train_config"}
         return cls(**data)
 
 
