@@ -23,7 +23,8 @@ LAYERS = {
     "train": 4,
     "deploy": 5, "compress": 5, "analysis": 5,
     "workflows": 6,
-    "cli": 7, "__init__": 7, "__main__": 8,
+    "serve": 7,
+    "cli": 8, "__init__": 8, "__main__": 9,
 }  # fmt: skip
 
 

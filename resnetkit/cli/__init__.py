@@ -20,9 +20,10 @@ from types import ModuleType
 from typing import Sequence
 
 from ..errors import UserError
-from . import analyze, bench, compress, convert, evaluate, export, models, predict, train, weights
+from . import analyze, bench, compress, convert, evaluate, export, models, predict, serve, train, weights
 
-COMMANDS: tuple[ModuleType, ...] = (train, evaluate, predict, analyze, convert, weights, export, bench, compress, models)
+COMMANDS: tuple[ModuleType, ...] = (
+    train, evaluate, predict, analyze, convert, weights, export, bench, compress, models, serve)
 USER_ERRORS = (UserError, ValueError, FileNotFoundError)
 DEBUG_ENV = "RESNETKIT_DEBUG"  # set to 1: show the traceback of a user error too
 
