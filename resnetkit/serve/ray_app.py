@@ -64,7 +64,8 @@ class ClassifierDeployment:
             return error(400, f"not a usable image: {err}")
         answers = await asyncio.gather(*(self.classify((x, top_k)) for x in inputs))
         predictions = [{"name": name, **answer} for (name, _), answer in zip(uploads, answers)]
-        return JSONResponse({"model": self.classifier.card()["arch"], "predictions": predictions})
+        replica = serve.get_replica_context().replica_id.unique_id
+        return JSONResponse({"model": self.classifier.card()["arch"], "replica": replica, "predictions": predictions})
 
 
 def application(model: str, backend: Backend | str = Backend.TORCH, settings: ServeSettings = ServeSettings(),
