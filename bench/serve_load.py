@@ -1,0 +1,280 @@
+"""Load test of ``resnetkit serve``: an asyncio + httpx client against a server process on 127.0.0.1 only.
+
+For each model: the server (ONNX Runtime backend) in its own process; ``--requests`` requests of one image each at
+concurrency 1, 8 and 32 (bounded in count and ``--seconds``): p50/p95/p99 latency, images/s, errors and the batch
+sizes formed (from the server's /metrics); side by side, ONNX Runtime called in this process on batches of the size
+the server formed at the highest concurrency, on the same exported model (the service's target: at least 85% of it).
+Then a fault run: good clients among bad ones (not an image, truncated, a decompression bomb, a body over the
+limit, bad JSON, a client that disconnects mid-upload), counting good requests answered correctly (the same top-1 and
+probability as the server's own answer to that image with no load) and bad ones answered 4xx. Server RSS is read
+from /proc before and after. Writes JSON to bench/results/serve_<model>.json.
+
+    python bench/serve_load.py --models cifar_resnet56.c10jpeg_paper resnet50
+
+``resnet50`` has random weights here (no download): the speed is that of the real network; the classes mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+from resnetkit import create_model
+from resnetkit.models import ModelRecord
+from resnetkit.models.record import default_preprocess
+from resnetkit.serve import Classifier
+from resnetkit.weights import save_weights
+
+HOST = "127.0.0.1"  # never anything else: this client loads a server on this machine only
+RESULTS = Path(__file__).resolve().parent / "results"
+LEVELS = (1, 8, 32)
+
+
+def picture(seed: int, size: int, quality: int = 90) -> bytes:
+    """A smooth random picture, JPEG-encoded at ``size`` (the model's resize size)."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def resolve_model(name: str, folder: Path) -> str:
+    """A registry name with weights, or a bare architecture saved with random weights (no download)."""
+    if "." in name or Path(name).exists():
+        return name
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    path = folder / f"{name}_random.safetensors"
+    record = ModelRecord(name, model.config, default_preprocess(model.config), source="random weights (serve_load.py)")
+    save_weights(path, model, record)
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(model: str, port: int, max_batch: int, max_wait_ms: float, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "resnetkit", "serve", model, "--backend", "onnxruntime", "--host", HOST,
+               "--port", str(port), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
+               "--max-body-mb", "4", "--timeout", "60"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("server did not start within 300 s")
+
+
+def batch_histogram(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics").text
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("resnetkit_batch_size")}
+
+
+def batch_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, object]:
+    count = after["resnetkit_batch_size_count"] - before["resnetkit_batch_size_count"]
+    total = after["resnetkit_batch_size_sum"] - before["resnetkit_batch_size_sum"]
+    buckets = {k.split('"')[1]: after[k] - before.get(k, 0) for k in after if "_bucket" in k}
+    return {"batches": int(count), "mean": total / count if count else 0.0,
+            "cumulative_le": {k: int(v) for k, v in buckets.items()}}  # fmt: skip
+
+
+async def load(url: str, images: list[bytes], concurrency: int, requests: int, seconds: float) -> dict[str, object]:
+    """``requests`` single-image requests from ``concurrency`` clients, stopping early after ``seconds``."""
+    latencies, errors, sent = [], 0, 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal errors, sent
+        while sent < requests and time.perf_counter() < stop_at:
+            i, sent = sent, sent + 1
+            start = time.perf_counter()
+            try:
+                answer = await client.post("/v1/predict", files=[("images", ("x.jpg", images[i % len(images)]))])
+                ok = answer.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - start)
+            errors += not ok
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    ms = sorted(1000 * t for t in latencies)
+    q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
+    return {"concurrency": concurrency, "requests": len(ms), "errors": errors, "seconds": round(wall, 2),
+            "images_per_s": round(len(ms) / wall, 2), "p50_ms": round(q[49], 1), "p95_ms": round(q[94], 1),
+            "p99_ms": round(q[98], 1)}  # fmt: skip
+
+
+def in_process(classifier: Classifier, batch_size: int, seconds: float) -> dict[str, float]:
+    """ONNX Runtime on the same exported model in this process: images/s on batches of ``batch_size``."""
+    x = torch.randn(batch_size, *classifier.card()["input_size"])
+    classifier.run(x)  # warm-up
+    runs, start = 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - start < seconds:
+        classifier.run(x)
+        runs += 1
+    wall = time.perf_counter() - start
+    return {"batch_size": batch_size, "runs": runs, "images_per_s": round(runs * batch_size / wall, 2)}
+
+
+async def fault_run(url: str, images: list[bytes], reference: list[tuple[str, float]], good: int) -> dict[str, object]:
+    """Good clients (concurrency 8) among bad ones; a good answer is correct when it matches ``reference``."""
+    bomb = io.BytesIO()
+    Image.new("L", (12000, 12000)).save(bomb, format="PNG")
+    bad_requests = {
+        "not an image": dict(files=[("images", ("a.jpg", b"definitely not a picture"))]),
+        "truncated": dict(files=[("images", ("a.jpg", images[0][: len(images[0]) // 3]))]),
+        "decompression bomb": dict(files=[("images", ("bomb.png", bomb.getvalue()))]),
+        "over the body limit": dict(files=[("images", ("huge.jpg", os.urandom(5 * 2**20)))]),
+        "bad json": dict(content=b'{"images": [', headers={"content-type": "application/json"}),
+        "wrong field": dict(files=[("file", ("a.jpg", images[0]))]),
+    }
+    outcome = {"good_sent": 0, "good_correct": 0, "good_wrong": 0, "good_failed": 0, "bad_sent": 0, "bad_4xx": 0,
+               "bad_other": [], "disconnects": 0}  # fmt: skip
+
+    async def good_client(client: httpx.AsyncClient, start: int) -> None:
+        for i in range(start, good, 8):
+            outcome["good_sent"] += 1
+            try:
+                answer = await client.post("/v1/predict", files=[("images", ("x.jpg", images[i % len(images)]))])
+            except httpx.HTTPError:
+                outcome["good_failed"] += 1
+                continue
+            if answer.status_code != 200:
+                outcome["good_failed"] += 1
+                continue
+            top = answer.json()["predictions"][0]["top"][0]
+            name, p = reference[i % len(images)]
+            right = top["class"] == name and abs(top["probability"] - p) < 1e-4
+            outcome["good_correct" if right else "good_wrong"] += 1
+
+    async def bad_client(client: httpx.AsyncClient) -> None:
+        for _ in range(3):
+            for case, request in bad_requests.items():
+                outcome["bad_sent"] += 1
+                try:
+                    answer = await client.post("/v1/predict", **request)
+                    if 400 <= answer.status_code < 500 and list(answer.json()) == ["error"]:
+                        outcome["bad_4xx"] += 1
+                    else:
+                        outcome["bad_other"].append(f"{case}: {answer.status_code}")
+                except httpx.HTTPError as err:  # the server may close a connection that sends too much
+                    outcome["bad_other"].append(f"{case}: {type(err).__name__}")
+            await disconnect_mid_upload(url)
+            outcome["disconnects"] += 1
+
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        await asyncio.gather(*(good_client(client, s) for s in range(8)), bad_client(client))
+    return outcome
+
+
+async def disconnect_mid_upload(url: str) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                 b"Content-Length: 500000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"images\"; "
+                 b"filename=\"a.jpg\"\r\n\r\n" + os.urandom(20000))  # fmt: skip
+    await writer.drain()
+    writer.close()
+
+
+def bench_model(name: str, args: argparse.Namespace, folder: Path) -> dict[str, object]:
+    model = resolve_model(name, folder)
+    classifier = Classifier.load(model, "onnxruntime", workdir=folder)
+    card = classifier.card()
+    images = [picture(seed, card["preprocess"]["resize_size"]) for seed in range(16)]
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    process = start_server(model, port, args.max_batch, args.max_wait_ms, folder / f"{card['arch']}.log")
+    try:
+        result: dict[str, object] = {"model": name, "arch": card["arch"], "weights": "random" if model != name else name,
+                                     "params": card["params"], "macs": card["macs"], "input_size": card["input_size"]}  # fmt: skip
+        reference = []
+        for data in images:  # the server's own answers with no load: what every later answer must repeat
+            top = httpx.post(f"{url}/v1/predict", files=[("images", ("x.jpg", data))]).json()["predictions"][0]
+            reference.append((top["top"][0]["class"], top["top"][0]["probability"]))
+        asyncio.run(load(url, images, 4, 8, 30))  # warm-up
+        result["rss_mb_before"] = round(rss_mb(process.pid), 1)
+        levels = []
+        for concurrency in LEVELS:
+            before = batch_histogram(url)
+            level = asyncio.run(load(url, images, concurrency, args.requests * max(1, concurrency // 4), args.seconds))
+            level["batch_sizes"] = batch_summary(before, batch_histogram(url))
+            levels.append(level)
+            print(name, json.dumps(level), flush=True)
+        result["levels"] = levels
+        formed = max(1, round(levels[-1]["batch_sizes"]["mean"]))
+        result["in_process"] = [in_process(classifier, b, args.seconds / 3) for b in sorted({formed, args.max_batch})]
+        top = levels[-1]["images_per_s"] / result["in_process"][0]["images_per_s"]
+        result["service_vs_in_process_at_32"] = round(top, 3)
+        print(name, "in process", result["in_process"], f"service/in-process {top:.1%}", flush=True)
+        result["fault_run"] = asyncio.run(fault_run(url, images, reference, args.fault_good))
+        print(name, "faults", result["fault_run"], flush=True)
+        result["rss_mb_after"] = round(rss_mb(process.pid), 1)
+        result["server_alive"] = process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(30)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["cifar_resnet56.c10jpeg_paper", "resnet50"])
+    parser.add_argument("--requests", type=int, default=40, help="requests per level, times concurrency/4 past 4")
+    parser.add_argument("--seconds", type=float, default=60.0, help="time limit per level")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--fault-good", type=int, default=64, help="good requests in the fault run")
+    args = parser.parse_args()
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "lscpu": subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:20],
+               "load_average_at_start": os.getloadavg(), "torch": torch.__version__}  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            result = {**bench_model(name, args, Path(tmp)), "machine": machine, "command": " ".join(sys.argv),
+                      "settings": vars(args)}  # fmt: skip
+            out = RESULTS / f"serve_{name.split('.')[0]}.json"
+            out.write_text(json.dumps(result, indent=2) + "\n")
+            print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
