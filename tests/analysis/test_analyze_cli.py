@@ -10,7 +10,8 @@ import torch
 
 from resnetkit.cli import main
 from resnetkit.models import ModelRecord, Preprocess, ResNet, Shortcut, model_config
-from resnetkit.weights import read_record, save_weights
+from resnetkit.weights import save_weights
+from resnetkit.weights.format import read_record
 from resnetkit.workflows.analyze import KINDS, analyze
 
 SMALL = {"lesion": ["draws=1"], "paths": ["samples=2"], "landscape": ["steps=3"], "reuse": [],
