@@ -153,6 +153,22 @@ def in_process(classifier: Classifier, batch_size: int, seconds: float) -> dict[
     return {"batch_size": batch_size, "runs": runs, "images_per_s": round(runs * batch_size / wall, 2)}
 
 
+def side_by_side(url: str, images: list[bytes], classifier: Classifier, args: argparse.Namespace) -> dict[str, object]:
+    """The service at concurrency 32 against ONNX Runtime in process on the batch size the service formed, in
+    alternating rounds, so that both see the same load on a shared machine; the median of the rounds' ratios."""
+    rounds = []
+    for _ in range(args.rounds):
+        before = batch_histogram(url)
+        level = asyncio.run(load(url, images, LEVELS[-1], args.requests * LEVELS[-1] // 4, args.seconds))
+        formed = max(1, round(batch_summary(before, batch_histogram(url))["mean"]))
+        direct = in_process(classifier, formed, level["seconds"])
+        rounds.append({"service_images_per_s": level["images_per_s"], "batch_size": formed,
+                       "in_process_images_per_s": direct["images_per_s"], "p99_ms": level["p99_ms"],
+                       "ratio": round(level["images_per_s"] / direct["images_per_s"], 3)})  # fmt: skip
+        print("side by side", rounds[-1], flush=True)
+    return {"rounds": rounds, "median_ratio": statistics.median(r["ratio"] for r in rounds)}
+
+
 async def fault_run(url: str, images: list[bytes], reference: list[tuple[str, float]], good: int) -> dict[str, object]:
     """Good clients (concurrency 8) among bad ones; a good answer is correct when it matches ``reference``."""
     bomb = io.BytesIO()
@@ -239,11 +255,8 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path) -> dict[str, 
             levels.append(level)
             print(name, json.dumps(level), flush=True)
         result["levels"] = levels
-        formed = max(1, round(levels[-1]["batch_sizes"]["mean"]))
-        result["in_process"] = [in_process(classifier, b, args.seconds / 3) for b in sorted({formed, args.max_batch})]
-        top = levels[-1]["images_per_s"] / result["in_process"][0]["images_per_s"]
-        result["service_vs_in_process_at_32"] = round(top, 3)
-        print(name, "in process", result["in_process"], f"service/in-process {top:.1%}", flush=True)
+        result["side_by_side"] = side_by_side(url, images, classifier, args)
+        result["in_process"] = [in_process(classifier, args.max_batch, args.seconds / 6)]
         result["fault_run"] = asyncio.run(fault_run(url, images, reference, args.fault_good))
         print(name, "faults", result["fault_run"], flush=True)
         result["rss_mb_after"] = round(rss_mb(process.pid), 1)
@@ -254,6 +267,24 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path) -> dict[str, 
     return result
 
 
+def table(paths: list[Path]) -> str:
+    """The docs' table from written results."""
+    rows = ["| model | concurrency | requests | errors | images/s | p50 ms | p95 ms | p99 ms | mean batch | batches |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        result = json.loads(path.read_text())
+        for level in result["levels"]:
+            sizes = level["batch_sizes"]
+            rows.append(f"| {result['model']} | {level['concurrency']} | {level['requests']} | {level['errors']} | "
+                        f"{level['images_per_s']} | {level['p50_ms']} | {level['p95_ms']} | {level['p99_ms']} | "
+                        f"{sizes['mean']:.1f} | {sizes['batches']} |")
+        for r in result["side_by_side"]["rounds"]:
+            rows.append(f"| {result['model']}: service at 32 / ONNX Runtime in process, batch {r['batch_size']} | 32 | "
+                        f"| | {r['service_images_per_s']} / {r['in_process_images_per_s']} = **{100 * r['ratio']:.0f}%**"
+                        f" | | | {r['p99_ms']} | | |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["cifar_resnet56.c10jpeg_paper", "resnet50"])
@@ -261,8 +292,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="time limit per level")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating service / in-process rounds at 32")
     parser.add_argument("--fault-good", type=int, default=64, help="good requests in the fault run")
+    parser.add_argument("--table", nargs="+", type=Path, metavar="JSON", help="print the docs' table and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "lscpu": subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:20],
                "load_average_at_start": os.getloadavg(), "torch": torch.__version__}  # fmt: skip

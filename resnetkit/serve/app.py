@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -147,10 +146,11 @@ def create_app(classifier: Classifier, settings: ServeSettings = ServeSettings()
     """The service for ``classifier``; run it with uvicorn (``resnetkit serve``) or test it with TestClient."""
     metrics = Metrics()
 
-    def run_batch(items: list[tuple[torch.Tensor, int]]) -> list[Top]:
-        return classifier.classify([x for x, _ in items], [k for _, k in items])
+    def run_batch(items: list[tuple[bytes, int]]) -> list[Top | ImageDecodeError]:
+        # decoding here, on the worker, costs less than a thread hop per image on the event loop
+        return classifier.classify_encoded([data for data, _ in items], [k for _, k in items])
 
-    batcher: Batcher[tuple[torch.Tensor, int], Top] = Batcher(
+    batcher: Batcher[tuple[bytes, int], Top | ImageDecodeError] = Batcher(
         run_batch, settings.max_batch, settings.max_wait_ms, max_queue=16 * settings.max_batch + settings.max_images,
         on_batch=metrics.on_batch)  # fmt: skip
 
@@ -193,10 +193,12 @@ def create_app(classifier: Classifier, settings: ServeSettings = ServeSettings()
         uploads, top_k = await _read_upload(request, settings)
         try:
             with anyio.fail_after(settings.timeout_s):
-                inputs = [await anyio.to_thread.run_sync(classifier.decode, data) for _, data in uploads]
-                tops = await batcher.submit([(x, top_k) for x in inputs])
+                tops = await batcher.submit([(data, top_k) for _, data in uploads])
         except TimeoutError:
             return error(503, f"not answered within the request timeout of {settings.timeout_s:g} s")
+        refused = [(name, top) for (name, _), top in zip(uploads, tops) if isinstance(top, ImageDecodeError)]
+        if refused:
+            raise ImageDecodeError(f"{refused[0][0]}: {refused[0][1]}" if len(uploads) > 1 else str(refused[0][1]))
         predictions = [{"name": name, "top": [{"class": c, "probability": p} for c, p in top]}
                        for (name, _), top in zip(uploads, tops)]  # fmt: skip
         return {"model": classifier.card()["arch"], "predictions": predictions}

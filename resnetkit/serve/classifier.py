@@ -95,6 +95,19 @@ class Classifier:
         return [[(names[i], float(p)) for p, i in zip(v[:k].tolist(), ix[:k].tolist())]
                 for v, ix, k in zip(values, indices, top_k)]  # fmt: skip
 
+    def classify_encoded(self, images: Sequence[bytes], top_k: Sequence[int]) -> list[Top | ImageDecodeError]:
+        """Decode, preprocess and classify encoded images as one batch: per image its top classes, or the
+        :class:`ImageDecodeError` that refused it (the others are still classified)."""
+        decoded: list[torch.Tensor | ImageDecodeError] = []
+        for data in images:
+            try:
+                decoded.append(self.decode(data))
+            except ImageDecodeError as err:
+                decoded.append(err)
+        good = [i for i, x in enumerate(decoded) if isinstance(x, torch.Tensor)]
+        tops = iter(self.classify([decoded[i] for i in good], [top_k[i] for i in good]) if good else [])
+        return [x if isinstance(x, ImageDecodeError) else next(tops) for x in decoded]
+
     def cam_png(self, data: bytes, method: str = "gradcam") -> tuple[bytes, tuple[str, float]]:
         """The class activation map of the top class over one encoded image, as PNG bytes, and that class.
 
