@@ -245,8 +245,10 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path) -> dict[str, 
         for data in images:  # the server's own answers with no load: what every later answer must repeat
             top = httpx.post(f"{url}/v1/predict", files=[("images", ("x.jpg", data))]).json()["predictions"][0]
             reference.append((top["top"][0]["class"], top["top"][0]["probability"]))
-        asyncio.run(load(url, images, 4, 8, 30))  # warm-up
-        result["rss_mb_before"] = round(rss_mb(process.pid), 1)
+        rss = {"started": round(rss_mb(process.pid), 1)}
+        # warm-up at full batches: ONNX Runtime's memory arena grows to the largest batch once and keeps it
+        asyncio.run(load(url, images, LEVELS[-1], 2 * LEVELS[-1], args.seconds))
+        rss["warm (one round at 32)"] = result["rss_mb_before"] = round(rss_mb(process.pid), 1)
         levels = []
         for concurrency in LEVELS:
             before = batch_histogram(url)
@@ -254,12 +256,16 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path) -> dict[str, 
             level["batch_sizes"] = batch_summary(before, batch_histogram(url))
             levels.append(level)
             print(name, json.dumps(level), flush=True)
+            rss[f"after concurrency {concurrency}"] = round(rss_mb(process.pid), 1)
         result["levels"] = levels
         result["side_by_side"] = side_by_side(url, images, classifier, args)
+        rss["after the side-by-side rounds"] = round(rss_mb(process.pid), 1)
         result["in_process"] = [in_process(classifier, args.max_batch, args.seconds / 6)]
         result["fault_run"] = asyncio.run(fault_run(url, images, reference, args.fault_good))
         print(name, "faults", result["fault_run"], flush=True)
-        result["rss_mb_after"] = round(rss_mb(process.pid), 1)
+        rss["after the fault run"] = result["rss_mb_after"] = round(rss_mb(process.pid), 1)
+        result["rss_mb"] = rss
+        print(name, "rss MB", rss, flush=True)
         result["server_alive"] = process.poll() is None
     finally:
         process.terminate()
