@@ -174,12 +174,12 @@ async def fault_run(url: str, images: list[bytes], reference: list[tuple[str, fl
     bomb = io.BytesIO()
     Image.new("L", (12000, 12000)).save(bomb, format="PNG")
     bad_requests = {
-        "not an image": dict(files=[("images", ("a.jpg", b"definitely not a picture"))]),
-        "truncated": dict(files=[("images", ("a.jpg", images[0][: len(images[0]) // 3]))]),
-        "decompression bomb": dict(files=[("images", ("bomb.png", bomb.getvalue()))]),
-        "over the body limit": dict(files=[("images", ("huge.jpg", os.urandom(5 * 2**20)))]),
-        "bad json": dict(content=b'{"images": [', headers={"content-type": "application/json"}),
-        "wrong field": dict(files=[("file", ("a.jpg", images[0]))]),
+        "not an image": {"files": [("images", ("a.jpg", b"definitely not a picture"))]},
+        "truncated": {"files": [("images", ("a.jpg", images[0][: len(images[0]) // 3]))]},
+        "decompression bomb": {"files": [("images", ("bomb.png", bomb.getvalue()))]},
+        "over the body limit": {"files": [("images", ("huge.jpg", os.urandom(5 * 2**20)))]},
+        "bad json": {"content": b'{"images": [', "headers": {"content-type": "application/json"}},
+        "wrong field": {"files": [("file", ("a.jpg", images[0]))]},
     }
     outcome = {"good_sent": 0, "good_correct": 0, "good_wrong": 0, "good_failed": 0, "bad_sent": 0, "bad_4xx": 0,
                "bad_other": [], "disconnects": 0}  # fmt: skip
@@ -222,7 +222,7 @@ async def fault_run(url: str, images: list[bytes], reference: list[tuple[str, fl
 
 async def disconnect_mid_upload(url: str) -> None:
     host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    _reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                  b"Content-Length: 500000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"images\"; "
                  b"filename=\"a.jpg\"\r\n\r\n" + os.urandom(20000))  # fmt: skip
@@ -306,7 +306,7 @@ def main() -> None:
         print(table(args.table))
         return
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "lscpu": subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:20],
+               "lscpu": subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()[:20],
                "load_average_at_start": os.getloadavg(), "torch": torch.__version__}  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

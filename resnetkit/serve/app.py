@@ -142,8 +142,9 @@ class Guard:
         return receive_limited
 
 
-def create_app(classifier: Classifier, settings: ServeSettings = ServeSettings()) -> FastAPI:
+def create_app(classifier: Classifier, settings: ServeSettings | None = None) -> FastAPI:
     """The service for ``classifier``; run it with uvicorn (``resnetkit serve``) or test it with TestClient."""
+    settings = settings or ServeSettings()
     metrics = Metrics()
 
     def run_batch(items: list[tuple[bytes, int]]) -> list[Top | ImageDecodeError]:

@@ -105,7 +105,7 @@ class Batcher(Generic[Item, Result]):
         start = time.perf_counter()
         try:
             results = await loop.run_in_executor(self.executor, self.run, [item for item, _ in live])
-        except Exception as err:  # the batch failed: every caller in it gets the error
+        except Exception as err:  # noqa: BLE001  # the batch failed: every caller in it gets the error, not the loop
             for _, future in live:
                 if not future.done():
                     future.set_exception(err)

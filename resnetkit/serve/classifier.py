@@ -141,4 +141,4 @@ class Classifier:
         return self._card
 
 
-__all__ = ["Backend", "Classifier", "DEFAULT_MAX_PIXELS", "ImageDecodeError", "Top"]
+__all__ = ["DEFAULT_MAX_PIXELS", "Backend", "Classifier", "ImageDecodeError", "Top"]

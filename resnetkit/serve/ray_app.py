@@ -33,7 +33,6 @@ class ClassifierDeployment:
     """One replica: a classifier and Ray Serve's batch queue in front of it."""
 
     def __init__(self, model: str, backend: str, settings: ServeSettings, max_pixels: int):
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         self.classifier = Classifier.load(model, backend, max_pixels=max_pixels)
         self.settings = settings
         self.classify.set_max_batch_size(settings.max_batch)
@@ -68,11 +67,11 @@ class ClassifierDeployment:
         return JSONResponse({"model": self.classifier.card()["arch"], "replica": replica, "predictions": predictions})
 
 
-def application(model: str, backend: Backend | str = Backend.TORCH, settings: ServeSettings = ServeSettings(),
+def application(model: str, backend: Backend | str = Backend.TORCH, settings: ServeSettings | None = None,
                 replicas: int = 1, max_pixels: int = 25_000_000) -> serve.Application:  # fmt: skip
     """The Ray Serve application for ``model`` with ``replicas`` replicas (``serve.run`` it)."""
     deployment = ClassifierDeployment.options(num_replicas=replicas)
-    return deployment.bind(model, Backend(backend).value, settings, max_pixels)
+    return deployment.bind(model, Backend(backend).value, settings or ServeSettings(), max_pixels)
 
 
 def app(args: dict[str, str]) -> serve.Application:

@@ -18,7 +18,7 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra: pip install '.[serve]'")
 
-from resnetkit.serve import Classifier  # noqa: E402
+from resnetkit.serve import Classifier
 
 MODEL = "cifar_resnet20.c10jpeg_cpu30"  # shipped in the package: 0.27 M parameters, no download
 TOKEN = "test-token"

@@ -95,21 +95,21 @@ def chunks():
 
 
 BAD = {
-    "not an image": (400, "allowed format", dict(files=[("images", ("a.txt", b"hello, world"))])),
-    "truncated": (400, "truncated", dict(files=[("images", ("a.png", png(0)[:120]))])),
-    "decompression bomb": (400, "over the limit", dict(files=[("images", ("b.png", bomb()))])),
-    "wrong field": (422, "unexpected form field 'file'", dict(files=[("file", ("a.png", png(0)))])),
-    "no images": (422, "no images", dict(json={"images": []})),
-    "bad base64": (400, "not valid base64", dict(json={"images": ["@@@@"]})),
-    "not json": (400, "not valid JSON", dict(content=b"{", headers={"content-type": "application/json"})),
-    "wrong json key": (422, "unexpected JSON keys", dict(json={"images": [], "topk": 3})),
-    "top_k zero": (422, "top_k must be in", dict(json={"images": [base64.b64encode(png(0)).decode()], "top_k": 0})),
-    "top_k word": (422, "top_k must be an integer", dict(files=[("images", ("a.png", png(0)))], data={"top_k": "x"})),
-    "wrong type": (415, "send multipart/form-data", dict(content=b"abc", headers={"content-type": "text/plain"})),
-    "too large": (413, "over the limit of 200000", dict(content=b"x" * 300_000,
-                                                        headers={"content-type": "application/json"})),
-    "too large, chunked": (413, "over the limit of 200000", dict(content=chunks(),
-                                                                 headers={"content-type": "application/json"})),
+    "not an image": (400, "allowed format", {"files": [("images", ("a.txt", b"hello, world"))]}),
+    "truncated": (400, "truncated", {"files": [("images", ("a.png", png(0)[:120]))]}),
+    "decompression bomb": (400, "over the limit", {"files": [("images", ("b.png", bomb()))]}),
+    "wrong field": (422, "unexpected form field 'file'", {"files": [("file", ("a.png", png(0)))]}),
+    "no images": (422, "no images", {"json": {"images": []}}),
+    "bad base64": (400, "not valid base64", {"json": {"images": ["@@@@"]}}),
+    "not json": (400, "not valid JSON", {"content": b"{", "headers": {"content-type": "application/json"}}),
+    "wrong json key": (422, "unexpected JSON keys", {"json": {"images": [], "topk": 3}}),
+    "top_k zero": (422, "top_k must be in", {"json": {"images": [base64.b64encode(png(0)).decode()], "top_k": 0}}),
+    "top_k word": (422, "top_k must be an integer", {"files": [("images", ("a.png", png(0)))], "data": {"top_k": "x"}}),
+    "wrong type": (415, "send multipart/form-data", {"content": b"abc", "headers": {"content-type": "text/plain"}}),
+    "too large": (413, "over the limit of 200000", {"content": b"x" * 300_000,
+                                                        "headers": {"content-type": "application/json"}}),
+    "too large, chunked": (413, "over the limit of 200000", {"content": chunks(),
+                                                                 "headers": {"content-type": "application/json"}}),
 }  # fmt: skip
 
 
@@ -171,3 +171,9 @@ def test_onnxruntime_backend_agrees_with_torch(classifier, tmp_path):
     got, want = onnx.classify(inputs, [3] * 5), classifier.classify(inputs, [3] * 5)
     assert_same(got, want)
     assert onnx.card()["backend"] == "onnxruntime"
+
+
+def test_one_bad_image_among_good_ones_names_it(client):
+    files = [("images", ("good.png", png(0))), ("images", ("bad.png", b"GIF89a broken"))]
+    answer = client.post("/v1/predict", files=files, headers=AUTH)
+    assert answer.status_code == 400 and answer.json()["error"].startswith("not a usable image: bad.png: ")

@@ -4,7 +4,6 @@ answered as the in-process Predictor answers, by both replicas, in batches of mo
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
@@ -16,8 +15,8 @@ from .conftest import MODEL, free_port, png
 ray = pytest.importorskip("ray", reason="the ray extra: pip install 'ray[serve]'")
 serve = pytest.importorskip("ray.serve")
 
-from resnetkit.serve import ServeSettings  # noqa: E402
-from resnetkit.serve.ray_app import application  # noqa: E402
+from resnetkit.serve import ServeSettings
+from resnetkit.serve.ray_app import application
 
 
 @pytest.fixture(scope="module")
