@@ -70,8 +70,10 @@ class ClassifierDeployment:
 def application(model: str, backend: Backend | str = Backend.TORCH, settings: ServeSettings | None = None,
                 replicas: int = 1, max_pixels: int = 25_000_000) -> serve.Application:  # fmt: skip
     """The Ray Serve application for ``model`` with ``replicas`` replicas (``serve.run`` it)."""
-    deployment = ClassifierDeployment.options(num_replicas=replicas)
-    return deployment.bind(model, Backend(backend).value, settings or ServeSettings(), max_pixels)
+    settings = settings or ServeSettings()
+    # Ray lets a replica hold 5 requests by default, which would cap its batches at 5
+    deployment = ClassifierDeployment.options(num_replicas=replicas, max_ongoing_requests=2 * settings.max_batch)
+    return deployment.bind(model, Backend(backend).value, settings, max_pixels)
 
 
 def app(args: dict[str, str]) -> serve.Application:
