@@ -116,7 +116,9 @@ def server_latency(before: dict[str, float], after: dict[str, float]) -> dict[st
 def batch_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, object]:
     count = after["resnetkit_batch_size_count"] - before["resnetkit_batch_size_count"]
     total = after["resnetkit_batch_size_sum"] - before["resnetkit_batch_size_sum"]
-    buckets = {k.split('"')[1]: after[k] - before.get(k, 0) for k in after if k.startswith("resnetkit_batch_size_bucket")}
+    buckets = {
+        k.split('"')[1]: after[k] - before.get(k, 0) for k in after if k.startswith("resnetkit_batch_size_bucket")
+    }
     return {"batches": int(count), "mean": total / count if count else 0.0,
             "cumulative_le": {k: int(v) for k, v in buckets.items()}}  # fmt: skip
 
@@ -249,8 +251,9 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path) -> dict[str, 
     url = f"http://{HOST}:{port}"
     process = start_server(model, port, args.max_batch, args.max_wait_ms, folder / f"{card['arch']}.log")
     try:
-        result: dict[str, object] = {"model": name, "arch": card["arch"], "weights": "random" if model != name else name,
-                                     "params": card["params"], "macs": card["macs"], "input_size": card["input_size"]}  # fmt: skip
+        weights = "random" if model != name else name
+        result: dict[str, object] = {"model": name, "arch": card["arch"], "weights": weights, "params": card["params"],
+                                     "macs": card["macs"], "input_size": card["input_size"]}  # fmt: skip
         reference = []
         for data in images:  # the server's own answers with no load: what every later answer must repeat
             top = httpx.post(f"{url}/v1/predict", files=[("images", ("x.jpg", data))]).json()["predictions"][0]
@@ -264,7 +267,10 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path) -> dict[str, 
             before = batch_histogram(url)
             level = asyncio.run(load(url, images, concurrency, args.requests * max(1, concurrency // 4), args.seconds))
             after = batch_histogram(url)
-            level["batch_sizes"], level["server_latency_le_s"] = batch_summary(before, after), server_latency(before, after)
+            level["batch_sizes"], level["server_latency_le_s"] = (
+                batch_summary(before, after),
+                server_latency(before, after),
+            )
             levels.append(level)
             print(name, json.dumps(level), flush=True)
             rss[f"after concurrency {concurrency}"] = round(rss_mb(process.pid), 1)
@@ -293,19 +299,25 @@ def bucket_p99(buckets: dict[str, int]) -> str:
 
 def table(paths: list[Path]) -> str:
     """The docs' table from written results."""
-    rows = ["| model | concurrency | requests | errors | images/s | p50 ms | p95 ms | p99 ms | server p99 ms | mean batch "
-            "| batches |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = (
+        "| model | concurrency | requests | errors | images/s | p50 ms | p95 ms | p99 ms | server p99 ms | mean batch"
+    )
+    rows = [f"{header} | batches |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         result = json.loads(path.read_text())
         for level in result["levels"]:
             sizes = level["batch_sizes"]
-            rows.append(f"| {result['model']} | {level['concurrency']} | {level['requests']} | {level['errors']} | "
-                        f"{level['images_per_s']} | {level['p50_ms']} | {level['p95_ms']} | {level['p99_ms']} | "
-                        f"{bucket_p99(level['server_latency_le_s'])} | {sizes['mean']:.1f} | {sizes['batches']} |")
+            rows.append(
+                f"| {result['model']} | {level['concurrency']} | {level['requests']} | {level['errors']} | "
+                f"{level['images_per_s']} | {level['p50_ms']} | {level['p95_ms']} | {level['p99_ms']} | "
+                f"{bucket_p99(level['server_latency_le_s'])} | {sizes['mean']:.1f} | {sizes['batches']} |"
+            )
         for r in result["side_by_side"]["rounds"]:
-            rows.append(f"| {result['model']}: service at 32 / ONNX Runtime in process, batch {r['batch_size']} | 32 | "
-                        f"| | {r['service_images_per_s']} / {r['in_process_images_per_s']} = **{100 * r['ratio']:.0f}%**"
-                        f" | | | {r['p99_ms']} | | | |")
+            rows.append(
+                f"| {result['model']}: service at 32 / ONNX Runtime in process, batch {r['batch_size']} | 32 | "
+                f"| | {r['service_images_per_s']} / {r['in_process_images_per_s']} = **{100 * r['ratio']:.0f}%**"
+                f" | | | {r['p99_ms']} | | | |"
+            )
     return "\n".join(rows)
 
 

@@ -9,14 +9,15 @@ import os
 NAME = "serve"
 HELP = "serve a model over HTTP: POST /v1/predict, /v1/model, /metrics, a page at /"
 TOKEN_ENV = "RESNETKIT_SERVE_TOKEN"
-BACKENDS = ("torch", "onnxruntime")  # resnetkit.serve.Backend's values: the serve extra is imported only when used
+BACKENDS = ("torch", "onnxruntime", "openvino")  # resnetkit.serve.Backend's: the serve extra is imported when used
 MAX_PIXELS = 25_000_000  # resnetkit.serve.classifier.DEFAULT_MAX_PIXELS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a model file or registry name; its record gives the preprocessing and classes")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="what runs the batches (onnxruntime: exported at start, checked against eager)")  # fmt: skip
+                        help="what runs the batches (onnxruntime, openvino: the model exported to ONNX at start, "
+                        "checked against eager)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-batch", type=int, default=32, help="the most images run as one batch")
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     card = classifier.card()
     where = f"http://{args.host}:{args.port}"
     print(f"resnetkit serve: {card['arch']} ({args.backend}, max batch {args.max_batch}, wait {args.max_wait_ms:g} ms)"
-          f" on {where} (page {where}/, API {where}/docs){', token required' if token else ''}", flush=True)  # fmt: skip
+          f" on {where} (page {where}/, API {where}/docs){', token required' if token else ''}",
+          flush=True)  # fmt: skip
     uvicorn.run(create_app(classifier, settings), host=args.host, port=args.port, log_level="warning",
                 timeout_graceful_shutdown=5)  # fmt: skip
     return 0

@@ -162,9 +162,10 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
         await batcher.stop()
         batcher.close()
 
+    arch = classifier.card()["arch"]
     app = FastAPI(title="resnetkit serve", version="1", lifespan=lifespan,
-                  description=f"{classifier.card()['arch']} ({classifier.backend.value}): image classification")  # fmt: skip
-    app.state.classifier, app.state.batcher, app.state.metrics, app.state.settings = classifier, batcher, metrics, settings
+                  description=f"{arch} ({classifier.backend.value}): image classification")  # fmt: skip
+    app.state.classifier, app.state.batcher, app.state.metrics = classifier, batcher, metrics
     app.add_middleware(Guard, settings=settings, metrics=metrics)  # outside the error handlers, inside Starlette's
     _add_error_handlers(app)
 
@@ -324,4 +325,3 @@ def _add_error_handlers(app: FastAPI) -> None:
         QueueFullError: overloaded, ClientDisconnect: disconnected}  # fmt: skip
     for kind, handler in handlers.items():
         app.add_exception_handler(kind, handler)
-

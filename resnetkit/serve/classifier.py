@@ -32,6 +32,7 @@ class Backend(enum.Enum):
 
     TORCH = "torch"  # eager PyTorch, inference mode
     ONNXRUNTIME = "onnxruntime"  # the model exported to ONNX at start (parity-checked), run by ONNX Runtime
+    OPENVINO = "openvino"  # the same ONNX file compiled by OpenVINO for the CPU (pip install openvino)
 
 
 Top = list[tuple[str, float]]  # (class, probability), best first
@@ -62,12 +63,12 @@ class Classifier:
         backend = Backend(backend)
         predictor = Predictor.load(source)
         run: Callable[[torch.Tensor], torch.Tensor] = predictor.model
-        if backend is Backend.ONNXRUNTIME:
+        if backend is not Backend.TORCH:
             folder = Path(workdir or tempfile.mkdtemp(prefix="resnetkit-serve-"))
             path = folder / f"{predictor.model.record.arch}.onnx"
             size, chans = predictor.preprocess.crop_size, predictor.in_chans
             export_onnx(predictor.model, path, size, inputs=torch.randn(2, chans, size, size))
-            run = load_runner(Format.ONNX, path)
+            run = load_runner(Format.ONNX, path) if backend is Backend.ONNXRUNTIME else _openvino_runner(path)
         return cls(predictor, backend, run, max_pixels)
 
     @property
@@ -139,6 +140,15 @@ class Classifier:
                 "max_pixels": self.max_pixels,
             }
         return self._card
+
+
+def _openvino_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An ONNX file compiled by OpenVINO for the CPU (dynamic batch, fp32), as a function of a batch."""
+    import openvino  # optional: pip install openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()  # one request: batches run one at a time, on the batch worker
+    return lambda x: torch.from_numpy(request.infer({0: x.numpy()})[compiled.output(0)].copy())
 
 
 __all__ = ["DEFAULT_MAX_PIXELS", "Backend", "Classifier", "ImageDecodeError", "Top"]

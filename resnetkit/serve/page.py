@@ -14,7 +14,8 @@ PAGE = """<!doctype html>
   main { display: grid; grid-template-columns: 1fr 1fr 1fr; gap: 16px; padding: 16px 20px; }
   section { background: #fff; border-radius: 8px; padding: 12px 16px; box-shadow: 0 1px 3px #0002; }
   h2 { font-size: 15px; margin: 0 0 8px; }
-  #drop { display: block; border: 2px dashed #90a4ae; border-radius: 8px; padding: 18px; text-align: center; cursor: pointer; }
+  #drop { display: block; border: 2px dashed #90a4ae; border-radius: 8px; padding: 18px; text-align: center;
+          cursor: pointer; }
   #drop.over { background: #e3f2fd; border-color: #1e88e5; }
   .pics { display: flex; gap: 8px; margin-top: 10px; }
   .pics figure { margin: 0; flex: 1; text-align: center; font-size: 12px; color: #555; }

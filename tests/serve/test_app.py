@@ -133,8 +133,13 @@ def test_unknown_route_and_method_are_json_errors(client):
 def test_metrics_count_requests_and_batches(client):
     client.post("/v1/predict", files=[("images", ("a.png", png(2))), ("images", ("b.png", png(3)))], headers=AUTH)
     text = client.get("/metrics", headers=AUTH).text
-    for name in ("resnetkit_requests_total{route=\"/v1/predict\",status=\"200\"}", "resnetkit_batch_size_bucket",
-                 "resnetkit_request_seconds_bucket", "resnetkit_images_total", "resnetkit_batch_seconds_count"):
+    for name in (
+        'resnetkit_requests_total{route="/v1/predict",status="200"}',
+        "resnetkit_batch_size_bucket",
+        "resnetkit_request_seconds_bucket",
+        "resnetkit_images_total",
+        "resnetkit_batch_seconds_count",
+    ):
         assert name in text, name
     sizes = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if "batch_size_bucket" in line}
     assert sizes['resnetkit_batch_size_bucket{le="1.0"}'] < sizes['resnetkit_batch_size_bucket{le="+Inf"}']
@@ -177,3 +182,12 @@ def test_one_bad_image_among_good_ones_names_it(client):
     files = [("images", ("good.png", png(0))), ("images", ("bad.png", b"GIF89a broken"))]
     answer = client.post("/v1/predict", files=files, headers=AUTH)
     assert answer.status_code == 400 and answer.json()["error"].startswith("not a usable image: bad.png: ")
+
+
+def test_openvino_backend_agrees_with_torch(classifier, tmp_path):
+    pytest.importorskip("openvino", reason="the openvino extra: pip install openvino")
+    openvino = Classifier.load("cifar_resnet20.c10jpeg_cpu30", Backend.OPENVINO, workdir=tmp_path)
+    inputs = [classifier.decode(png(seed)) for seed in range(5)]
+    for batch in (inputs, inputs[:1]):  # the batch axis stays dynamic
+        assert_same(openvino.classify(batch, [3] * len(batch)), classifier.classify(batch, [3] * len(batch)))
+    assert openvino.card()["backend"] == "openvino"
