@@ -20,8 +20,8 @@ from resnetkit.errors import UnknownNameError, UserError
 
 
 def test_the_parser_lists_every_command_with_its_help(capsys):
-    assert [command.NAME for command in cli.COMMANDS] == ["train", "eval", "predict", "convert", "weights", "export",
-                                                          "bench", "compress", "models"]  # fmt: skip
+    assert [command.NAME for command in cli.COMMANDS] == ["train", "eval", "predict", "analyze", "convert", "weights",
+                                                          "export", "bench", "compress", "models", "serve"]  # fmt: skip
     with pytest.raises(SystemExit):
         main(["-h"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
