@@ -8,8 +8,8 @@ alone, another unit...). A unit is taken apart as ``finish(branch(preactivate(x)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

@@ -8,9 +8,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -138,18 +139,25 @@ def headline(kind: str, result: dict[str, Any]) -> str:
     """One line of a result's main numbers (``result`` as in the JSON)."""
     r = result
     if kind == "lesion":
-        return (f"{r['label']}: error {r['baseline_error']:.2f}%, deleting one unit costs {r['mean_single_cost']:.2f} "
-                f"points on average (max {r['max_single_cost']:.2f}) over units that keep their shape")
+        return (
+            f"{r['label']}: error {r['baseline_error']:.2f}%, deleting one unit costs {r['mean_single_cost']:.2f} "
+            f"points on average (max {r['max_single_cost']:.2f}) over units that keep their shape"
+        )
     if kind == "paths":
-        return (f"{r['label']}: {r['n']} units, effective paths {r['effective_lo']}-{r['effective_hi']} units long "
-                f"({100 * r['effective_share']:.0f}% of the gradient), most at {r['mode']}")
+        return (
+            f"{r['label']}: {r['n']} units, effective paths {r['effective_lo']}-{r['effective_hi']} units long "
+            f"({100 * r['effective_share']:.0f}% of the gradient), most at {r['mode']}"
+        )
     if kind == "landscape":
         s = r["smoothness"]
-        return (f"{r['label']}: loss {r['center_loss']:.3f}, locally convex on {100 * s['convex_fraction']:.0f}% of "
-                f"the grid, mean |lmin/lmax| {s['mean_eig_ratio']:.2f}, {s['local_minima']} local minima")
+        return (
+            f"{r['label']}: loss {r['center_loss']:.3f}, locally convex on {100 * s['convex_fraction']:.0f}% of "
+            f"the grid, mean |lmin/lmax| {s['mean_eig_ratio']:.2f}, {s['local_minima']} local minima"
+        )
     if kind == "reuse":
-        return (f"{r['label']}: mean |F(x)|/|x| {r['mean_ratio']:.3f}, mean CKA of adjacent units "
-                f"{r['adjacent_cka']:.3f}")
+        return (
+            f"{r['label']}: mean |F(x)|/|x| {r['mean_ratio']:.3f}, mean CKA of adjacent units {r['adjacent_cka']:.3f}"
+        )
     if kind == "gradients":
         return f"{r['label']} ({r['when']}): |grad| first/last layer {r['first_last_ratio']:.3g}"
     return f"{r['label']} {r['method']}: maps of {len(r['classes'])} images on {r['layer']}"
@@ -220,10 +228,14 @@ def analysis_data(
     if record.train_config:
         return _run_images(record, split, dataset, count, generator, device)
     if not dataset:
-        raise ValueError(f"{record.arch} does not say what data it was trained on; give the images (--data FOLDER_OR_ZIP)")
+        raise ValueError(
+            f"{record.arch} does not say what data it was trained on; give the images (--data FOLDER_OR_ZIP)"
+        )
     folder = ImageFolderDataset(dataset, record.preprocess, skip_broken=True)
     if record.classes and folder.classes != list(record.classes) and len(folder.classes) != len(record.classes):
-        raise ValueError(f"{dataset} has {len(folder.classes)} class folders, the weights {len(record.classes)} classes")
+        raise ValueError(
+            f"{dataset} has {len(folder.classes)} class folders, the weights {len(record.classes)} classes"
+        )
     samples = [s for i in torch.randperm(len(folder), generator=generator)[:count] if (s := folder[int(i)]) is not None]
     images = torch.stack([image for image, _ in samples]).to(device)
     labels = torch.tensor([label for _, label in samples], device=device)
