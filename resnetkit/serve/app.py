@@ -148,7 +148,7 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
     metrics = Metrics()
 
     def run_batch(items: list[tuple[bytes, int]]) -> list[Top | ImageDecodeError]:
-        # decoding here, on the worker, costs less than a thread hop per image on the event loop
+        # decoded on the worker too: the event loop only reads requests and answers them
         return classifier.classify_encoded([data for data, _ in items], [k for _, k in items])
 
     batcher: Batcher[tuple[bytes, int], Top | ImageDecodeError] = Batcher(

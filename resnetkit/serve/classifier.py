@@ -25,6 +25,7 @@ from ..models import count_macs, count_params
 from ..workflows import Predictor
 
 DEFAULT_MAX_PIXELS = 25_000_000  # per uploaded image: a 25-megapixel photo decodes to 75 MB of RGB
+CAM_MAX_SIDE = 1024  # a class activation map comes back at most this wide and tall
 
 
 class Backend(enum.Enum):
@@ -112,12 +113,15 @@ class Classifier:
     def cam_png(self, data: bytes, method: str = "gradcam") -> tuple[bytes, tuple[str, float]]:
         """The class activation map of the top class over one encoded image, as PNG bytes, and that class.
 
-        Always runs the eager network (gradients), whatever the backend; the picture is at the image's own size.
+        Always runs the eager network (gradients), whatever the backend; the picture is at the image's own size, or
+        shrunk to :data:`CAM_MAX_SIDE` pixels on its longer side.
         """
         image = decode_image(data, grayscale=self.predictor.in_chans == 1, max_pixels=self.max_pixels)
         picture, top = self.predictor.cam(image, method)
+        drawn = Image.fromarray(picture)
+        drawn.thumbnail((CAM_MAX_SIDE, CAM_MAX_SIDE))  # keeps the aspect; never enlarges
         buffer = io.BytesIO()
-        Image.fromarray(picture).save(buffer, format="PNG")
+        drawn.save(buffer, format="PNG")
         return buffer.getvalue(), top
 
     def card(self) -> dict[str, Any]:

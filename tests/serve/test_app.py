@@ -191,3 +191,11 @@ def test_openvino_backend_agrees_with_torch(classifier, tmp_path):
     for batch in (inputs, inputs[:1]):  # the batch axis stays dynamic
         assert_same(openvino.classify(batch, [3] * len(batch)), classifier.classify(batch, [3] * len(batch)))
     assert openvino.card()["backend"] == "openvino"
+
+
+def test_a_large_image_gets_a_cam_at_most_1024_pixels_wide(client):
+    buffer = io.BytesIO()
+    Image.new("RGB", (2400, 1200), (90, 120, 200)).save(buffer, format="JPEG")
+    answer = client.post("/v1/cam", files=[("images", ("wide.jpg", buffer.getvalue()))], headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    assert Image.open(io.BytesIO(base64.b64decode(answer.json()["png"]))).size == (1024, 512)
