@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray", action="store_true", help="run on Ray Serve (a local Ray instance unless "
                         "RAY_ADDRESS names a cluster)")  # fmt: skip
     parser.add_argument("--replicas", type=int, default=1, help="with --ray: model replicas")
+    parser.add_argument("--triton-repository", metavar="DIR", help="write a Triton Inference Server model repository "
+                        "(ONNX + config.pbtxt with dynamic batching up to --max-batch) into DIR and exit")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +40,14 @@ def run(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get(TOKEN_ENV) or None
     settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, token=token,
                              max_body_bytes=int(args.max_body_mb * 2**20), timeout_s=args.timeout)  # fmt: skip
+    if args.triton_repository:
+        from ..serve import write_triton_repository
+
+        folder = write_triton_repository(args.model, args.triton_repository, max_batch=args.max_batch,
+                                         max_wait_ms=args.max_wait_ms)  # fmt: skip
+        print(f"resnetkit serve: Triton model repository {folder.parent} (model {folder.name}): tritonserver "
+              f"--model-repository {folder.parent}")  # fmt: skip
+        return 0
     if args.ray:
         from ..serve.ray_app import serve_on_ray
 
