@@ -16,6 +16,7 @@ from .builders import (
 )
 from .complexity import count_macs, count_params, model_table
 from .config import BlockType, Norm, ResNetConfig, Shortcut, Stem
+from .features import FeatureExtractor, FeatureInfo
 from .record import IMAGENET_MEAN, IMAGENET_STD, Metric, ModelRecord, Preprocess
 from .registry import create_model, get_variant, list_models, model_config
 from .resnet import ResNet
@@ -23,7 +24,7 @@ from .variants import VARIANTS
 
 __all__ = [
     "BasicBlock", "Bottleneck", "PreActBasicBlock", "PreActBottleneck", "ResidualUnit",
-    "BlockType", "Norm", "ResNetConfig", "Shortcut", "Stem", "ResNet", "VARIANTS",
+    "BlockType", "Norm", "ResNetConfig", "Shortcut", "Stem", "ResNet", "VARIANTS", "FeatureExtractor", "FeatureInfo",
     "IMAGENET_MEAN", "IMAGENET_STD", "Metric", "ModelRecord", "Preprocess",
     "create_model", "get_variant", "list_models", "model_config", "count_macs", "count_params", "model_table",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",

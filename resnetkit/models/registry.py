@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from ..errors import UnknownNameError
 from ..io import natural_key
 from .config import ResNetConfig
+from .features import FeatureExtractor
 from .layers import NormLayer
 from .resnet import ResNet
 from .variants import VARIANTS, Variant
@@ -50,9 +52,15 @@ def set_pretrained_loader(loader: PretrainedLoader) -> None:
 
 
 def create_model(
-    name: str, pretrained: bool | str = False, norm_layer: NormLayer | None = None, **overrides: Any
-) -> ResNet:
-    """Build a named variant, optionally with pretrained weights.
+    name: str,
+    pretrained: bool | str = False,
+    norm_layer: NormLayer | None = None,
+    features_only: bool = False,
+    out_indices: int | Sequence[int] | None = None,
+    frozen_stages: int = -1,
+    **overrides: Any,
+) -> ResNet | FeatureExtractor:
+    """Build a named variant, optionally with pretrained weights, as a classifier or as a backbone.
 
     Args:
         name: a name from :func:`list_models`; ``"resnet50.tv_in1k"`` also names the weights.
@@ -61,6 +69,12 @@ def create_model(
             works with weights (``drop_path_rate``, ``output_stride``, ``norm="frozen_batch"``, ...);
             ``num_classes`` gets a new classifier and ``in_chans`` an adapted stem, as in timm.
         norm_layer: a norm callable overriding the config's ``norm`` (e.g. ``torchvision.ops.FrozenBatchNorm2d``).
+        features_only: return a :class:`~resnetkit.models.features.FeatureExtractor` (timm's ``features_only``):
+            forward gives the list of feature maps; the head and the stages after the last one asked for are gone.
+        out_indices: with ``features_only``, the features to return: 0 the stem (after ``act1``, reduction 2, or 1
+            for CIFAR stems), ``i`` stage ``i``; all by default, as in timm.
+        frozen_stages: with ``features_only``, mmdet's ``frozen_stages``: -1 freezes nothing, 0 the stem, ``k`` the
+            stem and stages 1..k (no gradients; norms kept in eval mode under ``train()``).
         **overrides: :class:`ResNetConfig` fields, e.g. ``num_classes=10, in_chans=1, output_stride=16,
             drop_path_rate=0.1, zero_init_last=True, norm="group", shortcut="B", stride_in_1x1=True``.
 
@@ -68,7 +82,19 @@ def create_model(
         >>> model = create_model("resnet50", num_classes=10)
         >>> model.feature_info[-1]
         {'num_chs': 2048, 'reduction': 32, 'module': 'layer4'}
+        >>> backbone = create_model("resnet50", features_only=True, out_indices=(1, 2, 3, 4), output_stride=16)
+        >>> backbone.feature_info.channels(), backbone.feature_info.reduction()
+        ([256, 512, 1024, 2048], [4, 8, 16, 16])
     """
+    if not features_only and (out_indices is not None or frozen_stages != -1):
+        raise ValueError("out_indices and frozen_stages shape a backbone: pass features_only=True with them")
+    model = _create_classifier(name, pretrained, norm_layer, **overrides)
+    if features_only:
+        return FeatureExtractor(model, out_indices, frozen_stages)
+    return model
+
+
+def _create_classifier(name: str, pretrained: bool | str, norm_layer: NormLayer | None, **overrides: Any) -> ResNet:
     name, _, tag = name.partition(".")
     config = model_config(name, **overrides)
     if not (pretrained or tag):
