@@ -21,7 +21,7 @@ LAYERS = {
     "data": 2,
     "weights": 3,
     "train": 4,
-    "deploy": 5, "compress": 5, "analysis": 5,
+    "deploy": 5, "compress": 5, "analysis": 5, "tasks": 5,
     "workflows": 6,
     "serve": 7,
     "cli": 8, "__init__": 8, "__main__": 9,

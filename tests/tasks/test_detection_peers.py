@@ -1,0 +1,101 @@
+"""Peer proof for resnetkit.tasks.detection: torchvision's own ResNet-50-FPN detectors, built with random weights,
+load into ours with ``strict=True`` and give the same boxes, scores, labels and masks; other variants build,
+predict and train under the same heads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models import detection as tvd
+
+from resnetkit.tasks import faster_rcnn, mask_rcnn, retinanet
+
+from ..conftest import randomize_norms
+from .images import smooth_images
+
+SIZE = {"min_size": 128, "max_size": 160}
+PEERS = {
+    "faster_rcnn": (faster_rcnn, tvd.fasterrcnn_resnet50_fpn, {"box_score_thresh": 0.0, "box_detections_per_img": 50}),
+    "mask_rcnn": (mask_rcnn, tvd.maskrcnn_resnet50_fpn, {"box_score_thresh": 0.0, "box_detections_per_img": 20}),
+    "retinanet": (retinanet, tvd.retinanet_resnet50_fpn, {"score_thresh": 0.0, "detections_per_img": 50}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PEERS))
+def test_torchvision_detector_loads_strictly_and_predicts_the_same(kind):
+    ours_builder, theirs_builder, options = PEERS[kind]
+    torch.manual_seed(0)
+    theirs = randomize_norms(theirs_builder(weights=None, weights_backbone=None, **SIZE, **options)).eval()
+    ours = ours_builder("resnet50", **SIZE, **options).eval()
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    images = list(smooth_images(2, 150, 190, seed=1))  # resized to 128 x 160 by both transforms
+    with torch.no_grad():
+        expected, got = theirs(images), ours(images)
+    keys = {"boxes", "scores", "labels"} | ({"masks"} if kind == "mask_rcnn" else set())
+    for e, g in zip(expected, got, strict=True):
+        assert set(g) == keys
+        assert len(e["boxes"]) >= 10, "too few boxes to compare: lower the score threshold"
+        for key in keys:
+            torch.testing.assert_close(g[key], e[key], rtol=0, atol=0, msg=f"{kind} {key}")
+
+
+def test_defaults_follow_torchvision():
+    """Without pretrained weights: the variant's BatchNorm, nothing frozen (torchvision's trainable layers 5); with
+    pretrained ones: frozen BatchNorm and the stem and stage 1 frozen (trainable layers 3). RetinaNet reads C3-C5
+    and adds P6, P7 from P5."""
+    from torchvision.ops import FrozenBatchNorm2d
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+    scratch = faster_rcnn("resnet18", num_classes=3)
+    assert all(p.requires_grad for p in scratch.parameters())
+    assert isinstance(scratch.backbone.body.bn1, torch.nn.BatchNorm2d)
+    assert isinstance(scratch.backbone.fpn.extra_blocks, LastLevelMaxPool)
+    fine_tune = mask_rcnn("resnet18", num_classes=3, frozen_stages=1, norm="frozen_batch")
+    body = fine_tune.backbone.body
+    assert isinstance(body.bn1, FrozenBatchNorm2d)
+    assert not body.conv1.weight.requires_grad and not body.layer1[0].conv1.weight.requires_grad
+    assert body.layer2[0].conv1.weight.requires_grad
+    retina = retinanet("resnet18", num_classes=3).backbone
+    assert retina.body.out_indices == (2, 3, 4) and retina.body.feature_info.channels() == [128, 256, 512]
+    assert isinstance(retina.fpn.extra_blocks, LastLevelP6P7) and retina.fpn.extra_blocks.use_P5
+
+
+def _targets(n: int, with_masks: bool) -> list[dict[str, torch.Tensor]]:
+    targets = []
+    for i in range(n):
+        boxes = torch.tensor([[8.0, 10.0, 40.0, 50.0], [30.0 + i, 20.0, 90.0, 70.0]])
+        target = {"boxes": boxes, "labels": torch.tensor([1, 2])}
+        if with_masks:
+            masks = torch.zeros(2, 96, 112, dtype=torch.uint8)
+            for m, (x0, y0, x1, y1) in zip(masks, boxes.int().tolist()):
+                m[y0:y1, x0:x1] = 1
+            target["masks"] = masks
+        targets.append(target)
+    return targets
+
+
+@pytest.mark.parametrize(("builder", "name"), [(mask_rcnn, "resnet18"), (retinanet, "resnext50_32x4d"),
+                                                (faster_rcnn, "preact_resnet18")])  # fmt: skip
+def test_other_variants_predict_and_train(builder, name):
+    """Any variant under the heads: eval gives detections, train gives torchvision's loss dict, whose sum
+    back-propagates into the backbone."""
+    small = {} if builder is retinanet else {"rpn_pre_nms_top_n_train": 200, "rpn_post_nms_top_n_train": 100,
+                                             "rpn_pre_nms_top_n_test": 200, "rpn_post_nms_top_n_test": 100,
+                                             "box_batch_size_per_image": 64}  # fmt: skip
+    model = builder(name, num_classes=3, min_size=96, max_size=112, **small)
+    images = list(smooth_images(2, 96, 112, seed=2))
+    model.train()
+    losses = model(images, _targets(2, with_masks=builder is mask_rcnn))
+    expected = {"retinanet": {"classification", "bbox_regression"}}.get(
+        builder.__name__, {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+        | ({"loss_mask"} if builder is mask_rcnn else set()))  # fmt: skip
+    assert set(losses) == expected
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.backbone.body.layer4[0].conv1.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2 and all(o["boxes"].shape[-1] == 4 for o in out)
