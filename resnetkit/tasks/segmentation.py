@@ -2,7 +2,7 @@
 
 ``deeplabv3`` and ``fcn`` build torchvision's ``DeepLabV3`` (ASPP, ``DeepLabHead``) and ``FCN`` (``FCNHead``) on
 a :class:`~resnetkit.tasks.backbones.FeatureDict` giving ``{"aux": stage 3, "out": stage 4}`` at output stride 8
-or 16 (dilation; BasicBlock variants too), as ``torchvision.models.segmentation.deeplabv3_resnet50`` and
+or 16 (dilation; BasicBlock variants too; CIFAR layouts at their own strides, 4 or less), as ``torchvision.models.segmentation.deeplabv3_resnet50`` and
 ``fcn_resnet50`` build theirs: same module names, so their state dicts load with ``strict=True``.
 """
 
@@ -31,13 +31,12 @@ def segmentation_backbone(
     Args:
         backbone_name: any name of ``resnetkit.list_models()`` with four stages or fewer (the last two are read).
         aux: also return the stage before the last, for the auxiliary head.
-        output_stride: 8 (dilated last two stages, torchvision's choice) or 16 (dilated last stage).
+        output_stride: 8 (dilated last two stages, torchvision's choice) or 16 (dilated last stage) for ImageNet
+            layouts; any stride the variant allows (``create_model`` says which), e.g. 4 or 2 for CIFAR ones.
         pretrained_backbone: classification weights, as ``create_model(pretrained=...)`` takes them.
         frozen_stages: stem and first stages frozen (``create_model``'s option).
         **backbone_options: further ``create_model`` overrides (``norm``, ``drop_path_rate``, ...).
     """
-    if output_stride not in (8, 16):
-        raise ValueError(f"output_stride must be 8 or 16 for segmentation, got {output_stride}")
     indices, names = ((-2, -1), ("aux", "out")) if aux else ((-1,), ("out",))
     return feature_dict(backbone_name, indices, names, frozen_stages=frozen_stages, pretrained=pretrained_backbone,
                         output_stride=output_stride, **backbone_options)  # fmt: skip
@@ -77,7 +76,7 @@ def deeplabv3(
     Args:
         backbone_name: any name of ``resnetkit.list_models()``, BasicBlock variants included.
         num_classes: classes including the background (21 for the VOC labels).
-        output_stride: 8 (torchvision's) or 16.
+        output_stride: 8 (torchvision's) or 16; 4, 2 or 1 for CIFAR layouts.
         aux: add the auxiliary ``FCNHead`` on the stage before the last (its output is ``"aux"``).
         weights: a checkpoint of the whole model (``"deeplabv3_resnet50.coco_voc_v1"``; see
             ``resnetkit.tasks.list_task_weights()``), downloaded, verified and loaded; fixes ``num_classes`` and

@@ -57,6 +57,20 @@ def test_any_variant_at_output_stride_8_and_16(builder, name, output_stride):
     assert model.backbone.conv1.weight.grad is not None
 
 
-def test_bad_output_stride_is_one_line():
-    with pytest.raises(ValueError, match="output_stride must be 8 or 16"):
-        deeplabv3("resnet18", output_stride=32)
+def test_cifar_layout_with_shipped_weights():
+    """A CIFAR variant (three stages, stride 4 at most) with its shipped weights (no download): the last two stages
+    at output stride 2, the backbone's tensors those of the classifier."""
+    from resnetkit import load_model
+
+    model = deeplabv3("cifar_resnet20", num_classes=3, output_stride=2, aux=True, pretrained_backbone=True).eval()
+    assert model.backbone.names == ("aux", "out") and model.backbone.feature_info.reduction() == [2, 2]
+    classifier = load_model("cifar_resnet20").state_dict()
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, classifier[key]), key
+    with torch.no_grad():
+        assert model(smooth_images(1, 32, 32))["out"].shape == (1, 3, 32, 32)
+
+
+def test_impossible_output_stride_is_one_line():
+    with pytest.raises(ValueError, match="output_stride=8 is not possible here"):
+        deeplabv3("cifar_resnet20", output_stride=8)
