@@ -99,3 +99,22 @@ def test_other_variants_predict_and_train(builder, name):
     with torch.no_grad():
         out = model(images)
     assert len(out) == 2 and all(o["boxes"].shape[-1] == 4 for o in out)
+
+
+@pytest.mark.parametrize("kind", ["faster_rcnn", "retinanet"])
+def test_pretrained_layout_is_torchvisions(kind):
+    """The layout ``weights=`` builds (frozen BatchNorm, ``frozen_stages=1``) is the one torchvision builds for its
+    COCO checkpoints (``FrozenBatchNorm2d``, ``trainable_backbone_layers=3``): same keys, same frozen parameters."""
+    from torchvision.models import resnet50
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops import FrozenBatchNorm2d
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    options = {"returned_layers": [2, 3, 4], "extra_blocks": LastLevelP6P7(256, 256)} if kind == "retinanet" else {}
+    body = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3, **options)
+    theirs = (tvd.RetinaNet if kind == "retinanet" else tvd.FasterRCNN)(body, 91)
+    ours = PEERS[kind][0]("resnet50", norm="frozen_batch", frozen_stages=1)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    frozen = {n for n, p in ours.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, p in theirs.named_parameters() if not p.requires_grad} and frozen
