@@ -19,7 +19,7 @@ from torchvision.models import detection, segmentation
 from ..errors import UnknownNameError
 from ..io import checksum_mismatch, download_url
 from ..weights.hub import cache_dir, torch_home
-from ..weights.registry import _hash_prefix
+from ..weights.registry import hash_prefix
 from .backbones import set_frozen_eps
 
 
@@ -84,7 +84,7 @@ def _entries() -> dict[str, TaskWeights]:
         detector = builder in ("faster_rcnn", "mask_rcnn", "retinanet")
         entry = TaskWeights(
             f"{_TV_MODEL[builder].format(backbone)}.{tag}", builder, backbone, weights.url, filename,
-            _hash_prefix(filename), tuple(weights.meta["categories"]), dict(weights.meta["_metrics"]),
+            hash_prefix(filename), tuple(weights.meta["categories"]), dict(weights.meta["_metrics"]),
             weights.meta["num_params"], weights.meta["_file_size"], weights.meta["recipe"],
             frozen_eps=0.0 if detector else None, aux=not detector,
         )  # fmt: skip

@@ -83,14 +83,14 @@ def _torchvision_entries() -> list[WeightsEntry]:
             preprocess = Preprocess(crop_size=sizes["crop_size"], resize_size=sizes.get("resize_size", 256))
             metrics = tuple(Metric(dataset, "val", m["acc@1"], m["acc@5"]) for dataset, m in weights.meta["_metrics"].items())
             entries.append(WeightsEntry(
-                arch, TORCHVISION_TAGS[weights.name], weights.url, filename, _hash_prefix(filename), preprocess,
+                arch, TORCHVISION_TAGS[weights.name], weights.url, filename, hash_prefix(filename), preprocess,
                 metrics, weights.meta["num_params"], weights.meta["_file_size"], weights.meta["recipe"],
                 SourceFormat.TORCHVISION,
             ))  # fmt: skip
     return entries
 
 
-def _hash_prefix(filename: str) -> str:
+def hash_prefix(filename: str) -> str:
     match = re.search(r"-([a-f0-9]{8,})\.", filename)
     if match is None:
         raise ValueError(f"torchvision file name {filename!r} carries no hash prefix")
