@@ -91,6 +91,7 @@ def _torchvision_entries() -> list[WeightsEntry]:
 
 
 def hash_prefix(filename: str) -> str:
+    """The SHA-256 prefix torchvision publishes in a file's name (``resnet50-0676ba61.pth`` -> ``0676ba61``)."""
     match = re.search(r"-([a-f0-9]{8,})\.", filename)
     if match is None:
         raise ValueError(f"torchvision file name {filename!r} carries no hash prefix")
