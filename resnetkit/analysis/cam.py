@@ -27,7 +27,6 @@ from unittest import mock
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -299,6 +298,8 @@ def plot_cam(
         path: the PNG to write.
         class_names: names of the classes, for titles (indices otherwise).
     """
+    from matplotlib.figure import Figure  # imported where it draws: the CLI starts without it
+
     if not results or any(len(r.maps) != len(images) for r in results):
         raise ValueError("plot_cam needs at least one result, each with one map per image")
     n, cols = len(images), 1 + len(results)

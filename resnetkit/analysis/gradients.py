@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -137,6 +136,8 @@ def gradient_norms(
 def plot_gradients(results: Sequence[GradientResult], path: str | Path) -> None:
     """One panel per distinct ``when`` (in order of appearance): gradient norm (log scale) against layer depth,
     one line per label; a legend entry gives the input gradient's neighbour correlation where measured."""
+    from matplotlib.figure import Figure  # imported where it draws: the CLI starts without it
+
     if not results:
         raise ValueError("plot_gradients needs at least one result")
     whens = list(dict.fromkeys(r.when for r in results))

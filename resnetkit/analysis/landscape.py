@@ -36,9 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -239,6 +236,8 @@ def smoothness(losses_2d: Any, spacing: float | tuple[float, float]) -> dict[str
 def plot_landscape(results: Sequence[LandscapeResult], path: str | Path) -> None:
     """One row per result: the 2-D surface (filled contours, the same log-spaced levels in every row), the 1-D
     curve along ``d1``, and the init -> solution path; the smoothness measures in the titles."""
+    from matplotlib.figure import Figure  # imported where it draws: the CLI starts without it
+
     if not results:
         raise ValueError("plot_landscape needs at least one result")
     levels = _shared_levels(results)
@@ -448,6 +447,8 @@ def _shared_levels(results: Sequence[LandscapeResult]) -> np.ndarray:
 
 
 def _draw_surface(ax: Any, result: LandscapeResult, levels: np.ndarray) -> Any:
+    from matplotlib.colors import LogNorm
+
     z = np.ma.masked_invalid(np.asarray(result.losses_2d, dtype=np.float64).T)  # rows: β, columns: α
     z = np.ma.clip(z, levels[0], levels[-1])
     norm = LogNorm(levels[0], levels[-1])
@@ -470,6 +471,8 @@ def _draw_surface(ax: Any, result: LandscapeResult, levels: np.ndarray) -> Any:
 
 
 def _draw_curve(ax: Any, x: Sequence[float], losses: Sequence[float], title: str, xlabel: str, label: str) -> None:
+    from matplotlib.ticker import LogFormatter
+
     ax.plot(x, losses, marker=".", label=label)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(LogFormatter())  # 0.01, 2, 300 rather than 10^-2, 2x10^0

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -299,6 +297,9 @@ def plot_lesion(results: Sequence[LesionResult], path: str | Path) -> None:
     error against the number of random units deleted and against the number of pairs swapped (mean over draws,
     one standard deviation shaded). Chance level is dotted.
     """
+    from matplotlib.figure import Figure  # imported where it draws: the CLI starts without it
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(16, 4.8))
     single, deleted, swapped = fig.subplots(1, 3)
     for i, r in enumerate(results):

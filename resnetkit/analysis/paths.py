@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -263,6 +262,8 @@ def plot_paths(results: Sequence[PathsResult], path: str | Path) -> None:
     all paths of each length, as a share of the whole so that networks of different depths compare, with the
     effective range (``EFFECTIVE_SHARE`` of the total) shaded.
     """
+    from matplotlib.figure import Figure  # imported where it draws: the CLI starts without it
+
     fig = Figure(figsize=(16, 4.8))
     counts, per_path, total = fig.subplots(1, 3)
     for i, r in enumerate(results):

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -161,6 +160,8 @@ def centred_gram(x: torch.Tensor) -> torch.Tensor:
 
 def plot_reuse(results: Sequence[ReuseResult], path: str | Path) -> None:
     """Draw the ratio per unit of every result in one panel, then one CKA heatmap per result, into a PNG."""
+    from matplotlib.figure import Figure  # imported where it draws: the CLI starts without it
+
     if not results:
         raise ValueError("plot_reuse needs at least one result")
     fig = Figure(figsize=(5.5 + 4.6 * len(results), 4.4), layout="constrained")

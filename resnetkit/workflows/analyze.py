@@ -194,7 +194,11 @@ def analyze(
     spec = _kind(kind)
     settings = {**spec.options, **(options or {})}
     if unknown := sorted(set(settings) - set(spec.options)):
-        raise UnknownOptionError(f"{kind} has no option {unknown[0]!r}; it takes {sorted(spec.options) or 'none'}")
+        raise UnknownOptionError(
+            f"{kind} has no option {unknown[0]!r}; it takes {', '.join(sorted(spec.options)) or 'none'}"
+        )
+    if images is not None and images < 1:
+        raise ValueError(f"--images must be at least 1, got {images}")
     target = runtime.pick_device(device)
     models = _load_all(sources, target)
     data = analysis_data(models[0].record, split or spec.split, dataset, images or spec.images, seed, target)
