@@ -15,6 +15,7 @@ from resnetkit.cli import main
 from resnetkit.train.checkpoint import load_checkpoint
 from resnetkit.train.config import load_config, recipe_path
 from resnetkit.train import engine
+from resnetkit.train import task as task_module
 from resnetkit.train.engine import TrainingDiverged, fit
 from resnetkit.train.report import read_log
 
@@ -111,7 +112,7 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, mon
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     fit(tiny(tmp_path, "epochs=1"))
     good = (tmp_path / "run" / "last.safetensors").read_bytes()
-    monkeypatch.setattr(engine, "make_loss_fn", lambda cfg, teacher: lambda logits, targets, images: logits.sum() * torch.nan)
+    monkeypatch.setattr(task_module, "make_loss_fn", lambda cfg, teacher: lambda logits, targets, images: logits.sum() * torch.nan)
     with pytest.raises(TrainingDiverged, match="loss became nan.*last good checkpoint is"):
         fit(tiny(tmp_path, "epochs=2"), resume=True)
     assert (tmp_path / "run" / "last.safetensors").read_bytes() == good

@@ -48,3 +48,7 @@ class ClassificationMeter:
 
     def summary(self) -> dict[str, float]:
         return {"loss": self.loss, "top1": self.top1, "top5": self.top5, "count": self.count}
+
+    def details(self) -> dict[str, list[float]]:
+        """Per-class results for ``summary.json``."""
+        return {"per_class_top1": self.per_class_accuracy()}

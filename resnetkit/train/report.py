@@ -65,8 +65,12 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Loss and accuracy against epochs: train dashed, validation solid."""
+METRIC_LABELS = {"top1": "top-1 accuracy (%)", "miou": "mean IoU (%)", "bbox_map50": "box AP50 (%)"}
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "", metric: str = "top1") -> Path:
+    """Loss and the task's ``metric`` (top-1, mean IoU, box AP50, ...) against epochs: train dashed, validation
+    solid."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -78,12 +82,12 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
         points = [(e, r[key]) for e, r in zip(epochs, records) if key in r]
         if points:
             ax_loss.plot(*zip(*points), style, label=label)
-    for key, style, label in (("train_top1", "--", "train"), ("val_top1", "-", "validation")):
+    for key, style, label in ((f"train_{metric}", "--", "train"), (f"val_{metric}", "-", "validation")):
         points = [(e, 100 * r[key]) for e, r in zip(epochs, records) if key in r]
         if points:
             ax_acc.plot(*zip(*points), style, label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)")
+    ax_acc.set(xlabel="epoch", ylabel=METRIC_LABELS.get(metric, f"{metric} (%)"))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
