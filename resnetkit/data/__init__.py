@@ -41,3 +41,7 @@ __all__ = [
     "ImageFolderDataset", "folder_loader", "NAMED_DATASETS", "check_dataset",
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "IMAGENET_MEAN", "IMAGENET_STD",
 ]  # fmt: skip
+from .dense import IGNORE
+from .segmentation import SegmentationDataset, segmentation_collate, segmentation_transform
+
+__all__ += ["IGNORE", "SegmentationDataset", "segmentation_collate", "segmentation_transform"]
