@@ -71,8 +71,9 @@ class SegmentationMeter(_LossMean):
         (B, H, W) int; ``targets`` (B, H, W) int with ``ignore_index``; ``loss`` the batch mean."""
         if isinstance(logits, Mapping):
             logits = logits["out"]
-        predicted = logits.detach().argmax(1) if logits.is_floating_point() else logits.detach()
-        predicted, targets = predicted.cpu().long(), targets.detach().cpu().long()
+        # counted where the logits are: only the (K, K) counts travel to the CPU, not (B, K, H, W) scores
+        predicted = logits.detach().argmax(1) if logits.is_floating_point() else logits.detach().long()
+        targets = targets.detach().to(predicted.device).long()
         if predicted.shape != targets.shape:
             raise ValueError(f"predictions {tuple(predicted.shape)} and targets {tuple(targets.shape)} differ in shape")
         keep = targets != self.ignore_index
@@ -81,7 +82,7 @@ class SegmentationMeter(_LossMean):
             raise ValueError(f"target labels must be 0..{self.num_classes - 1} or {self.ignore_index} (ignored), "
                              f"got {int(truth.min())}..{int(truth.max())}")  # fmt: skip
         k = self.num_classes
-        self.confusion += torch.bincount(truth * k + guess, minlength=k * k).view(k, k)
+        self.confusion += torch.bincount(truth * k + guess, minlength=k * k).view(k, k).cpu()
         self._add_loss(loss, len(targets))
 
     def iou(self) -> torch.Tensor:
@@ -159,10 +160,10 @@ class DetectionMeter(_LossMean):
     def _entry(self, item: dict, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
         entry = {key: item[key].detach().cpu() for key in keys}
         if self.masks:
-            masks = item["masks"].detach().cpu()
+            masks = item["masks"].detach()
             if masks.dim() == 4:  # (N, 1, H, W) as Mask R-CNN predicts them
                 masks = masks[:, 0]
-            entry["masks"] = masks > 0.5 if masks.is_floating_point() else masks.bool()
+            entry["masks"] = (masks > 0.5 if masks.is_floating_point() else masks.bool()).cpu()  # cut, then moved
         return entry
 
     def _key(self, kind: str, key: str) -> str:
