@@ -42,6 +42,8 @@ __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "IMAGENET_MEAN", "IMAGENET_STD",
 ]  # fmt: skip
 from .dense import IGNORE
+from .detection import CocoDetection, detection_collate, detection_transform, via_to_coco
 from .segmentation import SegmentationDataset, segmentation_collate, segmentation_transform
 
 __all__ += ["IGNORE", "SegmentationDataset", "segmentation_collate", "segmentation_transform"]
+__all__ += ["CocoDetection", "detection_collate", "detection_transform", "via_to_coco"]

@@ -13,7 +13,9 @@ import os
 import warnings
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ from .layout import _hidden, _refuse_unsafe, is_image
 IGNORE = 255  # the label of pixels a loss and a metric ignore (torchvision's and mmseg's convention)
 MASK_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")  # index-valued modes; RGB colour-coded masks are refused
 MAX_SKIPS = 32  # consecutive undecodable samples tolerated before giving up (as in .stream)
+T = TypeVar("T")
 
 
 class Files:
@@ -169,7 +172,7 @@ class SkipCounter:
         self.skipped = 0
         self._reported: set[int] = set()
 
-    def first_good(self, load, i: int, n: int, skip_broken: bool):
+    def first_good(self, load: Callable[[int], T], i: int, n: int, skip_broken: bool) -> T:
         """``load(j)`` for the first ``j`` from ``i`` on (cyclically) that decodes; errors raise unless skipping."""
         for j in range(i, i + MAX_SKIPS):
             try:
