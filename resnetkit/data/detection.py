@@ -196,14 +196,14 @@ class CocoDetection(torch.utils.data.Dataset):
         """The split's folder prefix, the annotation file's name and its content as a COCO dict."""
         if annotation is not None:
             member, text = self._read_annotation(annotation)
-            prefix = next((p for p in self.data.prefixes()[::-1] if any(n.startswith(f"{p}{split}/") for n in self.data.names)), "")  # fmt: skip
+            prefix = self._split_prefix(split)
         else:
             prefix, member = self._find_annotation(split)
             text = self.data.read(member)
         try:
             content = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{self.data.name(member)} is not JSON: {err}") from None
+            raise ValueError(f"{member} is not JSON: {err}") from None
         if "images" in content and "annotations" in content:
             return prefix, member, content
         entries = content.get("_via_img_metadata", content)
@@ -231,7 +231,15 @@ class CocoDetection(torch.utils.data.Dataset):
                           SkippedImageWarning, 4)  # fmt: skip
         return sizes
 
+    def _split_prefix(self, split: str) -> str:
+        """The folder prefix under which ``<split>/`` lies (the single top folder first, then the top level)."""
+        for prefix in self.data.prefixes()[::-1]:
+            if any(name.startswith(f"{prefix}{split}/") for name in self.data.names):
+                return prefix
+        return ""
+
     def _read_annotation(self, annotation: str) -> tuple[str, bytes]:
+        """A member of the dataset, or else a file on disk."""
         if annotation in self.data:
             return annotation, self.data.read(annotation)
         if Path(annotation).is_file():

@@ -111,6 +111,13 @@ def test_coco_json_layout_crowd_and_category_ids(tmp_path):
     _, target = data[0]
     assert target["labels"].tolist() == [2, 1] and target["iscrowd"].tolist() == [0, 1] and target["image_id"] == 7
     assert target["masks"][1].sum() == 24 and target["masks"][1, 2:6, 3:9].all()
+    (tmp_path / "elsewhere.json").write_text(json.dumps(coco))
+    given = CocoDetection(
+        write(tmp_path / "only_images", images(folder="val/"), False),
+        "val",
+        annotation=str(tmp_path / "elsewhere.json"),
+    )
+    assert given.ids == [7] and given[0][1]["labels"].tolist() == [2, 1]
 
 
 def test_flip_moves_boxes_and_masks_together(tmp_path):
@@ -199,3 +206,14 @@ def test_real_balloon():
     assert n >= 1 and target["masks"].shape == (n, *image.shape[-2:]) and (target["labels"] == 1).all()
     boxes, masks = target["boxes"], target["masks"]
     assert (boxes[:, 2:] > boxes[:, :2]).all() and (masks.flatten(1).sum(1) > 0).all()
+
+
+def test_dataloader_workers_reopen_the_zip(tmp_path):
+    data = CocoDetection(via_zip(tmp_path), "train", transform=detection_transform(True))
+    loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=1, collate_fn=detection_collate)
+    images, targets = next(iter(loader))
+    assert [image.shape for image in images] == [(3, HEIGHT, WIDTH)] * 3 and [len(t["boxes"]) for t in targets] == [
+        2,
+        0,
+        1,
+    ]

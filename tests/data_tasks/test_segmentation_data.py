@@ -153,3 +153,11 @@ def test_real_camvid():
     for image, mask in (train[0], val[100]):
         assert image.shape == (3, 360, 480) and image.dtype == torch.uint8 and mask.shape == (360, 480)
         assert set(mask.unique().tolist()) <= set(range(11)) | {IGNORE}
+
+
+def test_dataloader_workers_reopen_the_zip(tmp_path):
+    data = SegmentationDataset(write(tmp_path / "toy", segnet_files(), True), "train", ignore_index=3)
+    data.transform = segmentation_transform(True, 16, (0,) * 3, (1,) * 3)
+    loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=1, collate_fn=segmentation_collate)
+    images, masks = next(iter(loader))
+    assert images.shape == (3, 3, 16, 16) and masks.shape == (3, 16, 16) and masks.dtype == torch.int64
