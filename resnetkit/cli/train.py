@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the recipe with its overrides (every option checked before any data is read), then train."""
+    from ..tasks.training import task_for
     from ..train.config import DEFAULT_RECIPE, load_config
     from ..train.engine import fit
 
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         recipe = stored_config(args.out)
     config = load_config(recipe or DEFAULT_RECIPE, overrides)
     try:
-        fit(config, resume=args.resume)
+        fit(config, resume=args.resume, task=task_for(config))
     except KeyboardInterrupt:
         raise KeyboardInterrupt("continue with --resume") from None
     return 0

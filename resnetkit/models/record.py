@@ -90,6 +90,9 @@ class ModelRecord:
         edits: architecture edits replayed after building ``config`` (see :mod:`resnetkit.models.surgery`).
         train_config: the full training config of the resnetkit run that made them (empty for other weights);
             with it, ``resnetkit eval`` rebuilds the run's own data split.
+        task: for a detection or segmentation model, the task model ``config`` is the backbone of:
+            ``{"head": "deeplabv3", "num_classes": 12, "options": {...}}`` (the builder's arguments; see
+            :func:`resnetkit.tasks.load_task_model`, which rebuilds it); empty for a classifier.
 
     The first ten fields are those of version 0.1's ``WeightsMeta``, in its order.
     """
@@ -106,6 +109,7 @@ class ModelRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     edits: tuple[dict[str, Any], ...] = ()
     train_config: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "edits", tuple(self.edits))
@@ -117,6 +121,9 @@ class ModelRecord:
 
         Build it under ``torch.device("meta")`` when the weights will be assigned at once.
         """
+        if self.task:
+            raise ValueError(f"these weights are a {self.task['head']} model on a {self.arch} backbone, not a "
+                             "classifier: load them with resnetkit.tasks.load_task_model")  # fmt: skip
         return apply_surgery(ResNet.from_config(self.config), [dict(edit) for edit in self.edits])
 
     def replace(self, **changes: Any) -> ModelRecord:

@@ -42,10 +42,17 @@ class Schedule(enum.Enum):
 
 @dataclass(frozen=True)
 class ModelSection:
-    """Which variant to train and its overrides (any ResNetConfig field)."""
+    """Which variant to train and its overrides (any ResNetConfig field).
+
+    With a ``head`` (``deeplabv3``, ``fcn``, ``faster_rcnn``, ``mask_rcnn``, ``retinanet``: see
+    :mod:`resnetkit.tasks`) the variant is the backbone of that task model and ``head_options`` go to its builder
+    (``output_stride``, ``aux``, ``min_size``, ...).
+    """
 
     name: str = "cifar_resnet20"
     options: dict[str, Any] = field(default_factory=dict)
+    head: str = ""  # empty: classification with the variant's own head
+    head_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,12 @@ class DataSection:
     eval_batch_size: int = 512
     workers: int = 2  # DataLoader workers when streaming (not in memory)
     in_memory: bool = True  # decode once, keep uint8 tensors on the device, augment whole batches
+    # detection and segmentation (datasets with their own train/val folders; see resnetkit.data.detection/segmentation)
+    classes: tuple[str, ...] = ()  # class names in label order when the dataset does not name them (CamVid)
+    ignore_index: int = -1  # a label that marks pixels to ignore (CamVid's void: 11); -1: none
+    scale_range: tuple[float, ...] = (0.5, 2.0)  # segmentation: random rescale before the input_size crop
+    base_size: int = 0  # segmentation: shorter side every image is resized to first (0: as stored)
+    skip_broken: bool = False  # warn and skip undecodable images and bad annotations instead of stopping
 
 
 @dataclass(frozen=True)
@@ -237,7 +250,7 @@ def resume_changes(stored: TrainConfig, requested: TrainConfig) -> dict[str, tup
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in data.items():
-        if isinstance(value, dict) and key != "options":  # model.options is one value: the variant's overrides
+        if isinstance(value, dict) and key not in ("options", "head_options"):  # option dicts are one value each
             out |= _flatten(value, f"{prefix}{key}.")
         else:
             out[f"{prefix}{key}"] = value
@@ -289,6 +302,10 @@ _RULES: list[tuple[str, Callable[[TrainConfig], bool], str]] = [
     ("data.batch_size", lambda c: c.data.batch_size >= 1, "must be >= 1"),
     ("data.eval_batch_size", lambda c: c.data.eval_batch_size >= 1, "must be >= 1"),
     ("data.workers", lambda c: c.data.workers >= 0, "must be >= 0"),
+    ("data.scale_range", lambda c: len(c.data.scale_range) == 2 and 0 < c.data.scale_range[0] <= c.data.scale_range[1],
+     "must be [low, high] with 0 < low <= high, e.g. [0.5, 2.0]"),
+    ("data.base_size", lambda c: c.data.base_size >= 0, "must be >= 0 (0: images as stored)"),
+    ("data.ignore_index", lambda c: c.data.ignore_index >= -1, "must be a label >= 0, or -1 for none"),
     ("optim.lr", lambda c: 0.0 <= c.optim.lr < math.inf, "must be a finite number >= 0"),
     ("optim.momentum", lambda c: 0.0 <= c.optim.momentum < 1.0, "must lie in [0, 1)"),
     ("optim.nesterov", lambda c: not c.optim.nesterov or c.optim.momentum > 0, "needs optim.momentum > 0"),

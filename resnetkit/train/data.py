@@ -8,9 +8,10 @@ that only exist per sample (ImageNet crops, auto-augment policies, random erasin
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -155,11 +156,17 @@ def _streaming_data(cfg: TrainConfig, device: torch.device, world: World, normal
 
 def _train_loader(dataset: Dataset, d: DataSection, world: World, seed: int, aug: AugmentConfig) -> DataLoader:
     """Shuffled (sharded under DDP), mixed per batch if the recipe says so; full batches only."""
-    sampler = DistributedSampler(dataset, world.size, world.rank, shuffle=True, seed=seed) if world.distributed else None
     mix = batch_mix(aug, len(getattr(dataset, "classes", None) or _classes_of(dataset)))
+    return train_loader(dataset, d, world, seed, MixCollate(mix) if mix else None)
+
+
+def train_loader(dataset: Dataset, d: DataSection, world: World, seed: int, collate_fn=None) -> DataLoader:
+    """Per-sample training batches through DataLoader workers: shuffled with ``seed`` (sharded under DDP, each
+    process taking ``batch_size / world size``), full batches only."""
+    sampler = DistributedSampler(dataset, world.size, world.rank, shuffle=True, seed=seed) if world.distributed else None
     return DataLoader(dataset, batch_size=d.batch_size // world.size, shuffle=sampler is None, sampler=sampler,
                       num_workers=d.workers, drop_last=True, generator=torch.Generator().manual_seed(seed),
-                      collate_fn=MixCollate(mix) if mix else None, persistent_workers=d.workers > 0)  # fmt: skip
+                      collate_fn=collate_fn, persistent_workers=d.workers > 0)  # fmt: skip
 
 
 def _classes_of(dataset: Dataset) -> list[str]:
@@ -205,4 +212,15 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
 
 def _to_device(loader: DataLoader, device: torch.device) -> Iterator[Batch]:
     for images, labels in loader:
-        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        yield to_device(images, device), to_device(labels, device)
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """Tensors, and the lists, tuples and dicts of them that detection batches are, moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj

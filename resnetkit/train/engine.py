@@ -197,7 +197,7 @@ def fit(cfg: TrainConfig, resume: bool = False, task: Task | None = None) -> lis
             record = {"epoch": t.epoch + 1, **train_epoch(t)}
             t.epoch += 1
             if t.world.is_main and (t.epoch % cfg.eval_every == 0 or t.step >= t.total_steps):
-                val = t.task.evaluate(t.eval_model, t.data.val_batches(), t)
+                val = t.task.evaluate(t.eval_model, t.data.val_batches(), t.data, cfg)
                 record |= {f"val_{k}": v for k, v in val.summary().items() if k != "count"}
             record |= {"step": t.step, "lr": t.optimizer.param_groups[0]["lr"]}
             if t.world.is_main:
@@ -294,7 +294,7 @@ def _finish(t: Trainer, wall_time: float) -> dict[str, Any]:
     """Final metrics on every split with the final weights (EMA if used); summary.json and the summary line."""
     final = {}
     for split, batches in t.data.eval_splits().items():
-        meter = t.task.evaluate(t.eval_model, batches, t)
+        meter = t.task.evaluate(t.eval_model, batches, t.data, t.cfg)
         final[split] = {**meter.summary(), **meter.details(), "skipped_images": t.data.skipped(split)}
     train_images_per_s = [r["images_per_s"] for r in t.history if "images_per_s" in r]
     summary = {

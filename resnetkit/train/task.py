@@ -57,7 +57,8 @@ class Task:
         predicted samples when the task counts them (else ``None``)."""
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, batches: Iterable, t: Trainer) -> Any:
+    def evaluate(self, model: nn.Module, batches: Iterable, data: RunData, cfg: TrainConfig) -> Any:
+        """A meter over ``batches`` (no augmentation) of ``model`` in eval mode, on ``data.device``."""
         raise NotImplementedError
 
     def model_config(self, model: nn.Module) -> dict[str, Any]:
@@ -101,8 +102,8 @@ class Classification(Task):
         hard = targets.argmax(1) if targets.ndim == 2 else targets  # MixUp/CutMix: the dominant class
         return loss, (logits.detach().argmax(1) == hard).sum()
 
-    def evaluate(self, model: nn.Module, batches: Iterable, t: Trainer) -> ClassificationMeter:
-        return evaluate(model, batches, t.data.num_classes, t.device, t.cfg)
+    def evaluate(self, model: nn.Module, batches: Iterable, data: RunData, cfg: TrainConfig) -> ClassificationMeter:
+        return evaluate(model, batches, data.num_classes, data.device, cfg)
 
     def model_config(self, model: ResNet) -> dict[str, Any]:
         return {"model_config": model.config.to_dict(), "edits": surgery_of(model)}

@@ -116,6 +116,10 @@ class SegmentationMeter(_LossMean):
     def summary(self) -> dict[str, float]:
         return {"loss": self.loss, "miou": self.miou, "pixel_acc": self.pixel_acc, "mean_acc": self.mean_acc}
 
+    def details(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Per-class results for ``summary.json``."""
+        return {"per_class": self.per_class()}
+
     def per_class(self) -> dict[str, dict[str, float]]:
         """``{class_name: {"iou": ..., "acc": ...}}`` for every class (NaN where undefined)."""
         return {name: {"iou": float(iou), "acc": float(acc)}
@@ -182,6 +186,10 @@ class DetectionMeter(_LossMean):
             for name, key in (("map", "map"), ("map50", "map_50"), ("map75", "map_75")):
                 out[f"{kind}_{name}"] = _defined(float(result.get(self._key(kind, key), -1)))
         return out
+
+    def details(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Per-class results for ``summary.json``."""
+        return {"per_class": self.per_class()}
 
     def per_class(self) -> dict[str, dict[str, float]]:
         """``{class_name: {"bbox_ap": ..., "segm_ap": ...}}`` for every foreground class; NaN for a class with no

@@ -1,0 +1,237 @@
+"""Detection and segmentation as tasks of the one training engine, and the model files they write.
+
+A recipe whose ``model.head`` names a task head trains that task model with :func:`resnetkit.train.fit`, the same
+loop, checkpoints, resume, DDP, AMP, EMA, logs, plots and ``summary.json`` as classification: the task only brings
+its data (:mod:`resnetkit.data.segmentation`, :mod:`resnetkit.data.detection`), its model (the builders of this
+package), its loss and its metric (:mod:`resnetkit.train.task_metrics`)::
+
+    model: {name: resnet18, head: deeplabv3, head_options: {output_stride: 8, aux: true}}
+    data: {dataset: ../shared/data/camvid-trainval.zip, classes: [sky, building, ...], ignore_index: 11}
+
+The files a run writes are ordinary resnetkit model files whose record carries ``task`` (the head and its
+arguments) beside the backbone's config; :func:`load_task_model` rebuilds the model from such a file alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .. import runtime
+from ..data import IMAGENET_MEAN, IMAGENET_STD
+from ..data.dense import IGNORE
+from ..errors import UserError
+from ..models import ModelRecord, Preprocess, get_variant
+from ..weights import load_checked, read_any
+from ..weights.hub import resolve
+from ..train import distributed as D
+from ..train.config import TrainConfig
+from ..train.data import RunData, train_loader
+from ..train.task import Classification, Task, Trainer, recipe_summary
+from ..train.task_metrics import DetectionMeter, SegmentationMeter
+from .detection import faster_rcnn, mask_rcnn, retinanet
+from .segmentation import deeplabv3, fcn
+
+# head -> (task kind, builder)
+HEADS: dict[str, tuple[str, Callable[..., nn.Module]]] = {
+    "deeplabv3": ("segmentation", deeplabv3),
+    "fcn": ("segmentation", fcn),
+    "faster_rcnn": ("detection", faster_rcnn),
+    "mask_rcnn": ("detection", mask_rcnn),
+    "retinanet": ("detection", retinanet),
+}
+AUX_WEIGHT = 0.5  # the auxiliary head's share of the segmentation loss (torchvision's reference, PSPNet)
+NOT_REBUILT = ("pretrained_backbone", "weights")  # builder arguments that fetch weights: the file has its own
+
+
+def task_for(cfg: TrainConfig) -> Task:
+    """The task a config trains: classification, or the kind of its ``model.head``."""
+    if not cfg.model.head:
+        return Classification()
+    kind = head_kind(cfg.model.head)
+    return Segmentation() if kind == "segmentation" else Detection()
+
+
+def head_kind(head: str) -> str:
+    if head not in HEADS:
+        close = difflib.get_close_matches(head, HEADS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UserError(f"unknown model.head {head!r}; {hint}known: {', '.join(HEADS)}")
+    return HEADS[head][0]
+
+
+def build_task_model(backbone: str, head: str, num_classes: int, options: dict[str, Any],
+                     backbone_options: dict[str, Any]) -> nn.Module:  # fmt: skip
+    """``head`` on the variant ``backbone``: the builder of this package with ``options`` (its own arguments) and
+    ``backbone_options`` (``create_model`` overrides of the backbone)."""
+    kind, builder = HEADS[head][0], HEADS[head][1]
+    if kind == "segmentation":
+        return builder(backbone, num_classes, **options, **backbone_options)
+    return builder(backbone, num_classes, backbone_options=dict(backbone_options), **options)
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The resnetkit feature extractor inside a task model (``backbone.body`` under a feature pyramid)."""
+    return model.backbone.body if hasattr(model.backbone, "body") else model.backbone
+
+
+def load_task_model(source: str | Path) -> nn.Module:
+    """Rebuild a detection or segmentation model from a resnetkit model file alone (a run's ``best.safetensors``,
+    ``weights.safetensors``, or a published file), its weights loaded and its record as ``model.record``.
+
+    Example:
+        >>> model = load_task_model("runs/camvid/best.safetensors")  # doctest: +SKIP
+    """
+    state, record = read_any(resolve(source))
+    if not record.task:
+        raise UserError(f"{source} is a {record.arch} classifier, not a task model: load it with resnetkit.load_model")
+    task = record.task
+    model = build_task_model(record.arch, task["head"], task["num_classes"], task["options"], backbone_options(record))
+    load_checked(model, state, source=f"weights {source}")
+    model.record = record
+    return model.eval()
+
+
+def backbone_options(record: ModelRecord) -> dict[str, Any]:
+    """The ``create_model`` overrides that turn the record's variant into its backbone config (less those the
+    head's own arguments set, such as ``output_stride``)."""
+    ours, default = record.config.to_dict(), get_variant(record.arch).config.to_dict()
+    skip = {"num_classes", "in_chans", *record.task.get("options", {})}
+    return {k: v for k, v in ours.items() if v != default[k] and k not in skip}
+
+
+class _DenseTask(Task):
+    """What segmentation and detection share: datasets with their own train and val folders, per-sample
+    transforms in DataLoader workers, a task model from ``model.head``, and records that carry the task."""
+
+    def check(self, cfg: TrainConfig) -> None:
+        used = {"qat": cfg.qat, "distill.teacher": cfg.distill.teacher, "init_from": cfg.init_from,
+                "data.mix": cfg.data.mix.value != "none"}  # fmt: skip
+        refused = [key for key, value in used.items() if value]
+        if refused:
+            raise UserError(f"{', '.join(refused)}: not available for {self.name} (model.head={cfg.model.head}) yet")
+        head_kind(cfg.model.head)
+
+    def loaders(self, cfg: TrainConfig, train_set, val_set, collate, world: D.World) -> tuple[DataLoader, DataLoader]:
+        d = cfg.data
+        train = train_loader(train_set, d, world, cfg.seed, collate)
+        val = DataLoader(val_set, batch_size=d.eval_batch_size, num_workers=d.workers, collate_fn=collate,
+                         persistent_workers=d.workers > 0)  # fmt: skip
+        return train, val
+
+    def build_model(self, cfg: TrainConfig, data: RunData, world: D.World) -> tuple[TrainConfig, nn.Module]:
+        model = build_task_model(cfg.model.name, cfg.model.head, data.num_classes, dict(cfg.model.head_options),
+                                 dict(cfg.model.options))  # fmt: skip
+        return cfg, model
+
+    def model_config(self, model: nn.Module) -> dict[str, Any]:
+        return {"model_config": backbone_of(model).config.to_dict(), "edits": []}
+
+    def record(self, t: Trainer, epoch_record: dict[str, Any]) -> ModelRecord:
+        """The backbone's config and the task (head, classes, builder arguments), preprocessing, the validation
+        metrics of this epoch (in ``extra["val"]``) and the training config."""
+        cfg, d = t.cfg, t.cfg.data
+        options = {k: v for k, v in cfg.model.head_options.items() if k not in NOT_REBUILT}
+        options["frozen_stages"] = backbone_of(t.model).frozen_stages
+        task = {"head": cfg.model.head, "num_classes": t.data.num_classes, "options": options,
+                "base_size": d.base_size}  # fmt: skip
+        val = {k.removeprefix("val_"): v for k, v in epoch_record.items() if k.startswith("val_")}
+        size = d.base_size or d.input_size
+        return ModelRecord(
+            cfg.model.name, backbone_of(t.model).config, Preprocess(size, size, mean=t.data.mean, std=t.data.std),
+            tuple(t.data.classes), (), recipe_summary(cfg), source=f"resnetkit training run {t.out}",
+            extra={"epoch": t.epoch, "step": t.step, "ema": t.ema is not None, "dataset": d.dataset,
+                   "split": "val", "val": val},
+            train_config=cfg.to_dict(), task=task,
+        )  # fmt: skip
+
+
+class Segmentation(_DenseTask):
+    """Semantic segmentation: per-pixel cross-entropy (ignored pixels left out; the auxiliary head's loss weighted
+    :data:`AUX_WEIGHT`), mean IoU over the classes from a confusion matrix."""
+
+    name = "segmentation"
+    metric = "miou"
+
+    def build_data(self, cfg: TrainConfig, device: torch.device, world: D.World) -> RunData:
+        from ..data.segmentation import SegmentationDataset, segmentation_collate, segmentation_transform
+
+        d = cfg.data
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        base = d.base_size or None
+        common = {"ignore_index": d.ignore_index if d.ignore_index >= 0 else None,
+                  "num_classes": len(d.classes) or None, "skip_broken": d.skip_broken}  # fmt: skip
+        train_tf = segmentation_transform(True, d.input_size, mean, std, scale_range=tuple(d.scale_range), flip=d.flip,
+                                          base_size=base)  # fmt: skip
+        train_set = SegmentationDataset(d.dataset, "train", train_tf, **common)
+        val_set = SegmentationDataset(d.dataset, "val", segmentation_transform(False, d.input_size, mean, std,
+                                                                               base_size=base), **common)  # fmt: skip
+        classes = list(d.classes) or train_set.classes
+        if not classes:
+            raise UserError(f"{d.dataset} names no classes (no classes.txt): give data.classes=[...]")
+        train, val = self.loaders(cfg, train_set, val_set, segmentation_collate, world)
+        return RunData(train, {"val": val}, classes, mean, std, device, world)
+
+    def train_loss(self, t: Trainer, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return segmentation_loss(t.net(images), masks), None
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable, data: RunData, cfg: TrainConfig) -> SegmentationMeter:
+        model.eval()
+        meter = SegmentationMeter(data.num_classes, IGNORE, list(data.classes))
+        for images, masks in batches:
+            with runtime.autocast(data.device, cfg.precision):
+                logits = model(images)["out"]
+            meter.update(logits.float(), masks, F.cross_entropy(logits.float(), masks, ignore_index=IGNORE).item())
+        return meter
+
+
+def segmentation_loss(outputs: dict[str, torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``outputs["out"]`` plus :data:`AUX_WEIGHT` times that of ``outputs["aux"]`` if present."""
+    loss = F.cross_entropy(outputs["out"].float(), masks, ignore_index=IGNORE)
+    if "aux" in outputs:
+        loss = loss + AUX_WEIGHT * F.cross_entropy(outputs["aux"].float(), masks, ignore_index=IGNORE)
+    return loss
+
+
+class Detection(_DenseTask):
+    """Object detection and instance segmentation: torchvision's detectors compute their own losses (RPN,
+    box head, mask head; focal loss for RetinaNet) in train mode; COCO box AP50 (and mask AP) in eval mode."""
+
+    name = "detection"
+    metric = "bbox_map50"
+
+    def build_data(self, cfg: TrainConfig, device: torch.device, world: D.World) -> RunData:
+        from ..data.detection import CocoDetection, detection_collate, detection_transform
+
+        d, masks = cfg.data, cfg.model.head == "mask_rcnn"
+        category = d.classes[0] if len(d.classes) == 1 else None
+        train_set = CocoDetection(d.dataset, "train", detection_transform(True, flip=d.flip), masks=masks,
+                                  skip_broken=d.skip_broken, category=category)  # fmt: skip
+        val_set = CocoDetection(d.dataset, "val", detection_transform(False), masks=masks, skip_broken=d.skip_broken,
+                                category=category)  # fmt: skip
+        train, val = self.loaders(cfg, train_set, val_set, detection_collate, world)
+        return RunData(train, {"val": val}, list(train_set.classes), IMAGENET_MEAN, IMAGENET_STD, device, world)
+
+    def train_loss(self, t: Trainer, images: list[torch.Tensor], targets: list[dict]) -> tuple[torch.Tensor, None]:
+        losses = t.net(images, targets)
+        return sum(losses.values()), None
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable, data: RunData, cfg: TrainConfig) -> DetectionMeter:
+        model.eval()
+        meter = DetectionMeter(list(data.classes), masks=isinstance(getattr(model, "roi_heads", None), nn.Module)
+                               and model.roi_heads.has_mask())  # fmt: skip
+        for images, targets in batches:
+            with runtime.autocast(data.device, cfg.precision):
+                outputs = model(images)
+            meter.update(outputs, targets)
+        return meter
+
