@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import BlockType, Shortcut
-from .layers import DropPath, NormLayer, SqueezeExcite, ZeroPadShortcut, conv1x1, conv3x3
+from .layers import CONV2D, Convs, DropPath, NormLayer, SqueezeExcite, ZeroPadShortcut, conv1x1
 
 
 class ResidualUnit(nn.Module):
@@ -40,6 +40,7 @@ class ResidualUnit(nn.Module):
         drop_rate: dropout inside the branch (Wide ResNet).
         stride_in_1x1: stride on the first 1x1 of a bottleneck (ResNet v1).
         conv_bias: give the branch's convolutions a bias (Keras Applications).
+        convs: how the convolutions are made: 2D by default, 3D for clips (see :mod:`resnetkit.models.video`).
     """
 
     expansion = 1
@@ -62,19 +63,24 @@ class ResidualUnit(nn.Module):
         drop_rate: float = 0.0,
         stride_in_1x1: bool = False,
         conv_bias: bool = False,
+        convs: Convs | None = None,
     ):
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
         dilations = (first_dilation or dilation, dilation)
-        self._make_branch(inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, conv_bias)
+        convs = convs or CONV2D
+        self._make_branch(inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, conv_bias,
+                          convs)  # fmt: skip
         self.dropout = nn.Dropout(drop_rate) if drop_rate else nn.Identity()
         self.se = SqueezeExcite(planes * self.expansion, se_reduction) if se_reduction else nn.Identity()
         self.downsample = downsample
         self.residual = residual
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias):
-        """Create the branch's layers; ``dilations`` are (first 3x3, other 3x3s), ``bias`` the conv bias."""
+    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias,
+                     convs):  # fmt: skip
+        """Create the branch's layers; ``dilations`` are (first 3x3, other 3x3s), ``bias`` the conv bias, ``convs``
+        the :class:`~resnetkit.models.layers.Convs` that makes them."""
         raise NotImplementedError
 
     @property
@@ -128,12 +134,14 @@ class BasicBlock(ResidualUnit):
 
     expansion = 1
 
-    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias):
+    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias,
+                     convs):  # fmt: skip
         _require_plain_width(self, groups, base_width)
-        self.conv1 = conv3x3(inplanes, planes, stride, dilation=dilations[0], bias=bias)
+        mid = convs.midplanes(inplanes, planes)  # both (2+1)D convolutions use the first's (torchvision)
+        self.conv1 = convs.conv3x3(inplanes, planes, stride, dilation=dilations[0], bias=bias, midplanes=mid)
         self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes, dilation=dilations[1], bias=bias)
+        self.conv2 = convs.conv3x3(planes, planes, dilation=dilations[1], bias=bias, midplanes=mid)
         self.bn2 = norm_layer(planes)
 
     def branch(self, pre: torch.Tensor) -> torch.Tensor:
@@ -161,14 +169,16 @@ class Bottleneck(ResidualUnit):
 
     expansion = 4
 
-    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias):
+    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias,
+                     convs):  # fmt: skip
         width = bottleneck_width(planes, groups, base_width)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = conv1x1(inplanes, width, stride_1x1, bias)
+        self.conv1 = convs.conv1x1(inplanes, width, stride_1x1, bias)
         self.bn1 = norm_layer(width)
-        self.conv2 = conv3x3(width, width, stride_3x3, groups, dilations[0], bias)
+        mid = convs.midplanes(inplanes, planes)  # torchvision's video bottleneck: from the unit's widths
+        self.conv2 = convs.conv3x3(width, width, stride_3x3, groups, dilations[0], bias, midplanes=mid)
         self.bn2 = norm_layer(width)
-        self.conv3 = conv1x1(width, planes * self.expansion, bias=bias)
+        self.conv3 = convs.conv1x1(width, planes * self.expansion, bias=bias)
         self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
 
@@ -199,13 +209,15 @@ class PreActBasicBlock(ResidualUnit):
 
     expansion = 1
 
-    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias):
+    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias,
+                     convs):  # fmt: skip
         _require_plain_width(self, groups, base_width)
         self.bn1 = norm_layer(inplanes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv1 = conv3x3(inplanes, planes, stride, dilation=dilations[0], bias=bias)
+        mid = convs.midplanes(inplanes, planes)
+        self.conv1 = convs.conv3x3(inplanes, planes, stride, dilation=dilations[0], bias=bias, midplanes=mid)
         self.bn2 = norm_layer(planes)
-        self.conv2 = conv3x3(planes, planes, dilation=dilations[1], bias=bias)
+        self.conv2 = convs.conv3x3(planes, planes, dilation=dilations[1], bias=bias, midplanes=mid)
 
     def preactivate(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn1(x))
@@ -227,16 +239,18 @@ class PreActBottleneck(ResidualUnit):
 
     expansion = 4
 
-    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias):
+    def _make_branch(self, inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, bias,
+                     convs):  # fmt: skip
         width = bottleneck_width(planes, groups, base_width)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.bn1 = norm_layer(inplanes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv1 = conv1x1(inplanes, width, stride_1x1, bias)
+        self.conv1 = convs.conv1x1(inplanes, width, stride_1x1, bias)
         self.bn2 = norm_layer(width)
-        self.conv2 = conv3x3(width, width, stride_3x3, groups, dilations[0], bias)
+        mid = convs.midplanes(inplanes, planes)  # torchvision's video bottleneck: from the unit's widths
+        self.conv2 = convs.conv3x3(width, width, stride_3x3, groups, dilations[0], bias, midplanes=mid)
         self.bn3 = norm_layer(width)
-        self.conv3 = conv1x1(width, planes * self.expansion, bias=bias)
+        self.conv3 = convs.conv1x1(width, planes * self.expansion, bias=bias)
 
     def preactivate(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn1(x))
@@ -285,6 +299,7 @@ def make_shortcut(
     avg_down: bool = False,
     subsample_identity: bool = False,
     bias: bool = False,
+    convs: Convs | None = None,
 ) -> nn.Module | None:
     """Build a unit's shortcut; ``None`` means identity (or, with ``Shortcut.NONE``, no shortcut at all).
 
@@ -292,7 +307,7 @@ def make_shortcut(
     a 2x2 average pool comes first and the 1x1 runs at stride 1, as in timm. Pre-activation projections have no
     norm: they read an input that was just normalised. With ``subsample_identity`` a strided unit that keeps its
     channels gets a parameter-free subsampling under option B (Keras ResNetV2) instead of a projection; ``bias``
-    gives the projection a bias.
+    gives the projection a bias; ``convs`` makes its convolution (3D in video networks).
     """
     same_channels = in_channels == out_channels
     if kind is Shortcut.NONE or (stride == 1 and same_channels and kind is not Shortcut.C):
@@ -306,7 +321,7 @@ def make_shortcut(
         pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
         layers += [pool, conv1x1(in_channels, out_channels, bias=bias)]
     else:
-        layers.append(conv1x1(in_channels, out_channels, stride, bias))
+        layers.append((convs or CONV2D).conv1x1(in_channels, out_channels, stride, bias))
     if not preact:
         layers.append(norm_layer(out_channels))
     return nn.Sequential(*layers)

@@ -28,6 +28,24 @@ class Stem(enum.Enum):
     IMAGENET = "imagenet"  # 7x7/2 convolution, norm, ReLU, 3x3/2 max-pool: stride 4
     DEEP = "deep"  # three 3x3 convolutions (ResNet-C/D, He et al. 2019 "Bag of Tricks"), max-pool: stride 4
     CIFAR = "cifar"  # one 3x3/1 convolution, norm, ReLU: stride 1 (He et al. 2015, Sec. 4.2)
+    VIDEO = "video"  # torchvision's video stem: one t x 7 x 7 convolution at stride (1, 2, 2), norm, ReLU, no pool
+
+
+class Conv(enum.Enum):
+    """The convolutions of the units: 2D for images (B, C, H, W), or 3D for clips (B, C, T, H, W) (Tran et al.
+    2018, "A Closer Look at Spatiotemporal Convolutions for Action Recognition"; see resnetkit.models.video)."""
+
+    D2 = "2d"  # images
+    D3 = "3d"  # t x 3 x 3 everywhere (R3D; I3D when inflated from 2D weights)
+    MC = "mc"  # t x 3 x 3 in the stem and the first stage, 1 x 3 x 3 after it (mixed convolutions, MC3)
+    R2PLUS1D = "r2plus1d"  # every t x 3 x 3 factorised: 1 x 3 x 3, norm, ReLU, t x 1 x 1 ((2+1)D)
+
+
+class TimePad(enum.Enum):
+    """How 3D convolutions pad the time axis (space is always zero-padded)."""
+
+    ZEROS = "zeros"  # as torchvision's video models
+    REPLICATE = "replicate"  # repeat the first and last frames: a clip of identical frames stays one (inflation)
 
 
 class Shortcut(enum.Enum):
@@ -94,6 +112,10 @@ class ResNetConfig:
         block_drop_rate: dropout between the two convolutions of a block (Wide ResNet, Zagoruyko & Komodakis).
         output_stride: total stride of the features, e.g. 8 or 16 to replace the last strides by dilation;
             ``None`` keeps every stride (32 for ImageNet layouts, 4 for CIFAR ones).
+        conv: 2D convolutions for images, or one of the video kinds (input ``(B, C, T, H, W)``); see
+            :mod:`resnetkit.models.video`.
+        time_kernel: temporal size of the video convolutions (``t`` above; odd).
+        time_pad: how the video convolutions pad time.
     """
 
     block: BlockType = BlockType.BASIC
@@ -120,6 +142,9 @@ class ResNetConfig:
     drop_path_rate: float = 0.0
     block_drop_rate: float = 0.0
     output_stride: int | None = None
+    conv: Conv = Conv.D2
+    time_kernel: int = 3
+    time_pad: TimePad = TimePad.ZEROS
 
     def __post_init__(self) -> None:
         for name, kind in _ENUM_FIELDS.items():
@@ -150,10 +175,34 @@ class ResNetConfig:
             raise ValueError("stem_pool_zero_pad needs a stem with a max-pool; the CIFAR stem has none")
         if self.num_classes < 0 or self.in_chans < 1:
             raise ValueError(f"num_classes must be >= 0 and in_chans >= 1, got {self.num_classes} and {self.in_chans}")
+        self._validate_video()
+
+    def _validate_video(self) -> None:
+        if self.time_kernel < 1 or self.time_kernel % 2 == 0:
+            raise ValueError(f"time_kernel must be odd and positive, got {self.time_kernel}")
+        if not self.is_video:
+            if self.stem is Stem.VIDEO:
+                raise ValueError("stem='video' needs video convolutions: conv='3d', 'mc' or 'r2plus1d'")
+            return
+        unsupported = {"se_reduction": self.se_reduction, "shortcut='A'": self.shortcut is Shortcut.A,
+                       "avg_down": self.avg_down, "stride_last_unit": self.stride_last_unit,
+                       "output_stride": self.output_stride is not None, "stem_pool_zero_pad": self.stem_pool_zero_pad,
+                       "norm='frozen_batch'": self.norm is Norm.FROZEN_BATCH,
+                       f"stem={self.stem.value!r}": self.stem not in (Stem.IMAGENET, Stem.VIDEO)}  # fmt: skip
+        for option, used in unsupported.items():
+            if used:
+                raise ValueError(f"conv={self.conv.value!r} does not support {option} (video networks have the "
+                                 "ImageNet or video stem, shortcut B, C or none, no SE, no dilation)")  # fmt: skip
+
+    @property
+    def is_video(self) -> bool:
+        """Whether the network reads clips ``(B, C, T, H, W)``."""
+        return self.conv is not Conv.D2
 
     @property
     def stem_stride(self) -> int:
-        return 1 if self.stem is Stem.CIFAR else 4
+        """Spatial stride of the stem (the video stem has no max-pool)."""
+        return {Stem.CIFAR: 1, Stem.VIDEO: 2}.get(self.stem, 4)
 
     @property
     def stage_strides(self) -> tuple[int, ...]:
@@ -213,10 +262,13 @@ class ResNetConfig:
         return self.valid_output_strides[n] if n else None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready values (enums by value, tuples as lists)."""
+        """Plain JSON-ready values (enums by value, tuples as lists). The video fields are written only where they
+        differ from their defaults, so the records of image networks stay as they were before those fields."""
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name in _VIDEO_FIELDS and value == f.default:
+                continue
             out[f.name] = value.value if isinstance(value, enum.Enum) else list(value) if isinstance(value, tuple) else value
         return out
 
@@ -226,5 +278,6 @@ class ResNetConfig:
         return cls().replace(**data)
 
 
-_ENUM_FIELDS = {"block": BlockType, "stem": Stem, "shortcut": Shortcut, "norm": Norm}
+_ENUM_FIELDS = {"block": BlockType, "stem": Stem, "shortcut": Shortcut, "norm": Norm, "conv": Conv, "time_pad": TimePad}
+_VIDEO_FIELDS = ("conv", "time_kernel", "time_pad")
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(ResNetConfig))

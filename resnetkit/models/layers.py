@@ -34,6 +34,36 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1, bias: bool = False
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=bias)
 
 
+class Convs:
+    """How a residual unit makes its convolutions: this one makes the 2D convolutions of image networks.
+
+    :mod:`resnetkit.models.video` makes 3D, mixed and (2+1)D ones through the same two methods, so the units are
+    the same classes for images and clips. ``midplanes`` is the inner width of a factorised (2+1)D convolution,
+    which a unit computes once from its own widths (:meth:`midplanes`) and which 2D and 3D convolutions ignore.
+    """
+
+    def conv3x3(
+        self,
+        in_planes: int,
+        out_planes: int,
+        stride: int = 1,
+        groups: int = 1,
+        dilation: int = 1,
+        bias: bool = False,
+        midplanes: int = 0,
+    ) -> nn.Module:
+        return conv3x3(in_planes, out_planes, stride, groups, dilation, bias)
+
+    def conv1x1(self, in_planes: int, out_planes: int, stride: int = 1, bias: bool = False) -> nn.Module:
+        return conv1x1(in_planes, out_planes, stride, bias)
+
+    def midplanes(self, in_planes: int, planes: int) -> int:
+        return 0
+
+
+CONV2D = Convs()
+
+
 class GroupNorm2d(nn.GroupNorm):
     """GroupNorm that takes the channel count first, like BatchNorm2d, so it can stand in as ``norm_layer``.
 

@@ -15,21 +15,23 @@ from .config import ResNetConfig
 from .features import FeatureExtractor
 from .layers import NormLayer
 from .resnet import ResNet
-from .variants import VARIANTS, Variant
+from .variants import VARIANTS, VIDEO_VARIANTS, Variant
 
 
-def list_models(pattern: str = "*") -> list[str]:
+def list_models(pattern: str = "*", video: bool = False) -> list[str]:
     """Names of the variants matching a shell-style ``pattern`` (``"cifar_*"``, ``"*resnext*"``), in natural
-    order (``resnet18`` before ``resnet101``)."""
-    return sorted((name for name in VARIANTS if fnmatch.fnmatchcase(name, pattern)), key=natural_key)
+    order (``resnet18`` before ``resnet101``); the image networks, or with ``video`` the video ones (``r3d_18``,
+    ``mc3_18``, ``r2plus1d_18``, ...), which read clips ``(B, C, T, H, W)``."""
+    table = VIDEO_VARIANTS if video else VARIANTS
+    return sorted((name for name in table if fnmatch.fnmatchcase(name, pattern)), key=natural_key)
 
 
 def get_variant(name: str) -> Variant:
-    """The table entry for ``name``; an unknown name raises ``KeyError`` with the closest matches."""
+    """The table entry for ``name`` (image or video); an unknown name raises ``KeyError`` with the closest matches."""
     try:
-        return VARIANTS[name]
+        return VARIANTS[name] if name in VARIANTS else VIDEO_VARIANTS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, VARIANTS, n=3)
+        close = difflib.get_close_matches(name, [*VARIANTS, *VIDEO_VARIANTS], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `resnetkit models`"
         raise UnknownNameError(f"unknown model {name!r}{hint}") from None
 

@@ -1,7 +1,8 @@
 """The one residual network: stem -> stages of residual units -> pooled classifier.
 
 Every variant (ImageNet ResNets v1/v1.5, ResNet-D, ResNeXt, Wide ResNet, SE-ResNet, pre-activation ResNets, plain
-baselines and the CIFAR family) is this class with a different :class:`ResNetConfig`.
+baselines and the CIFAR family, and the video ResNets of :mod:`resnetkit.models.video`) is this class with a
+different :class:`ResNetConfig`.
 
 References:
     He et al. 2015, "Deep Residual Learning for Image Recognition".
@@ -21,7 +22,8 @@ from torch import nn
 
 from .blocks import BLOCKS, ResidualUnit, block_class, make_shortcut
 from .config import BlockType, ResNetConfig, Shortcut, Stem
-from .layers import NORM_LAYERS, NormLayer, conv3x3
+from .layers import NORM_LAYERS, Convs, NormLayer, conv3x3
+from .video import VIDEO_NORM_LAYERS, stage_convs, stem_conv, stem_pool
 
 
 class ResNet(nn.Module):
@@ -90,7 +92,8 @@ class ResNet(nn.Module):
 
     def _build(self, config: ResNetConfig, norm_layer: NormLayer | None) -> None:
         self.config = config
-        norm_layer = norm_layer or functools.partial(NORM_LAYERS[config.norm], eps=config.norm_eps)
+        norms = VIDEO_NORM_LAYERS if config.is_video else NORM_LAYERS
+        norm_layer = norm_layer or functools.partial(norms[config.norm], eps=config.norm_eps)
         self._make_stem(norm_layer)
         self.stage_names: list[str] = []
         for i, stage in enumerate(_make_stages(config, norm_layer)):
@@ -105,7 +108,9 @@ class ResNet(nn.Module):
         """conv1 (one conv, or three in the deep stem), then bn1/act1/maxpool where the variant has them."""
         c = self.config
         bias = c.conv_bias
-        if c.stem is Stem.DEEP:
+        if c.is_video:
+            self.conv1 = stem_conv(c, norm_layer)
+        elif c.stem is Stem.DEEP:
             mid = c.stem_width // 2
             self.conv1 = nn.Sequential(
                 conv3x3(c.in_chans, mid, stride=2, bias=bias), norm_layer(mid), nn.ReLU(inplace=True),
@@ -126,7 +131,7 @@ class ResNet(nn.Module):
         c = self.config
         self.norm = norm_layer(c.num_features) if c.preact else nn.Identity()
         self.norm_act = nn.ReLU(inplace=True) if c.preact else nn.Identity()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.avgpool = nn.AdaptiveAvgPool3d(1) if c.is_video else nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(c.drop_rate) if c.drop_rate else nn.Identity()
         self.fc = nn.Linear(c.num_features, c.num_classes) if c.num_classes else nn.Identity()
 
@@ -137,9 +142,9 @@ class ResNet(nn.Module):
         start at exactly 0 on both paths, where the ReLU after the addition passes no gradient, and never train.
         """
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if self.config.zero_init_last:
@@ -156,7 +161,8 @@ class ResNet(nn.Module):
         return self.maxpool(x)  # (B, stem_width, H/4, W/4) for ImageNet stems
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image (B, in_chans, H, W) -> last feature map (B, num_features, H/s, W/s), s = output stride."""
+        """Image (B, in_chans, H, W) -> last feature map (B, num_features, H/s, W/s), s = output stride; a video
+        network reads a clip (B, in_chans, T, H, W) and returns (B, num_features, T', H/s, W/s)."""
         x = self.forward_stem(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
@@ -214,6 +220,8 @@ class ResNet(nn.Module):
 
 def _stem_pool(c: ResNetConfig) -> nn.Module:
     """The stem's 3x3/2 max-pool (none in the CIFAR stem); Keras pads it with zeros, PyTorch with -inf."""
+    if c.is_video:
+        return stem_pool(c)
     if c.stem is Stem.CIFAR:
         return nn.Identity()
     if c.stem_pool_zero_pad:
@@ -229,14 +237,15 @@ def _make_stages(c: ResNetConfig, norm_layer: NormLayer) -> list[nn.Sequential]:
     drop_path_rates = [c.drop_path_rate * i / max(n_units - 1, 1) for i in range(n_units)]  # linear decay rule
     in_channels, dilation, unit_index = c.stem_width, 1, 0
     stages = []
-    for planes, depth, (stride, new_dilation) in zip(c.widths, c.layers, _strides_and_dilations(c)):
+    for index, (planes, depth, (stride, new_dilation)) in enumerate(zip(c.widths, c.layers, _strides_and_dilations(c))):
         strided = depth - 1 if c.stride_last_unit else 0
+        convs = stage_convs(c, index, norm_layer)
         units = []
         for i in range(depth):
             unit_stride = stride if i == strided else 1
             dilations = _unit_dilations(i, strided, dilation, new_dilation)
             rate = drop_path_rates[unit_index]
-            units.append(_make_unit(unit, c, in_channels, planes, unit_stride, dilations, rate, norm_layer))
+            units.append(_make_unit(unit, c, in_channels, planes, unit_stride, dilations, rate, norm_layer, convs))
             in_channels, unit_index = planes * unit.expansion, unit_index + 1
         dilation = new_dilation
         stages.append(nn.Sequential(*units))
@@ -260,11 +269,12 @@ def _make_unit(
     dilations: tuple[int, int],
     drop_path: float,
     norm_layer: NormLayer,
+    convs: Convs,
 ) -> ResidualUnit:
-    """One residual unit with its shortcut; ``dilations`` are (first 3x3, other 3x3s)."""
+    """One residual unit with its shortcut; ``dilations`` are (first 3x3, other 3x3s), ``convs`` makes them."""
     downsample = make_shortcut(
         c.shortcut, in_channels, planes * unit.expansion, stride, norm_layer,
-        preact=c.preact, avg_down=c.avg_down, subsample_identity=c.stride_last_unit, bias=c.conv_bias,
+        preact=c.preact, avg_down=c.avg_down, subsample_identity=c.stride_last_unit, bias=c.conv_bias, convs=convs,
     )  # fmt: skip
     return unit(
         in_channels,
@@ -282,6 +292,7 @@ def _make_unit(
         drop_rate=c.block_drop_rate,
         stride_in_1x1=c.stride_in_1x1,
         conv_bias=c.conv_bias,
+        convs=convs,
     )
 
 

@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import BlockType, ResNetConfig, Shortcut, Stem
+from .config import BlockType, Conv, ResNetConfig, Shortcut, Stem
 
 BASIC, BOTTLENECK = BlockType.BASIC, BlockType.BOTTLENECK
 IMAGENET_DEPTHS = {18: (BASIC, (2, 2, 2, 2)), 34: (BASIC, (3, 4, 6, 3)), 50: (BOTTLENECK, (3, 4, 6, 3)),
@@ -57,6 +57,13 @@ def cifar(depth: int, block: BlockType = BASIC, widths: tuple[int, ...] = (16, 3
 def wide_cifar(depth: int, k: int) -> ResNetConfig:
     """WRN-depth-k (Zagoruyko & Komodakis 2016): pre-activation basic units, 16k/32k/64k channels, depth 6n+4."""
     return cifar(depth - 2, widths=(16 * k, 32 * k, 64 * k), preact=True, shortcut=Shortcut.B)
+
+
+def video(depth: int, conv: Conv, **options: Any) -> ResNetConfig:
+    """torchvision's video ResNets (Tran et al. 2018): the ImageNet rows with the video stem, Kinetics-400's 400
+    classes; clips of 16 frames of 112x112 in torchvision's training."""
+    block, layers = IMAGENET_DEPTHS[depth]
+    return ResNetConfig(block=block, layers=layers, conv=conv, stem=Stem.VIDEO, num_classes=400, **options)
 
 
 def table1(macs: float) -> PaperFigure:
@@ -118,6 +125,18 @@ VARIANTS: dict[str, Variant] = {
     # Wide ResNets; add block_drop_rate=0.3 for the paper's dropout.
     "cifar_wrn16_8": Variant(wide_cifar(16, 8), 32, params(11.0, WRN)),
     "cifar_wrn28_10": Variant(wide_cifar(28, 10), 32, params(36.5, WRN)),
+}
+
+
+# Video ResNets read clips (B, C, T, H, W): a table of their own, so that everything written for images over
+# `list_models()` keeps meeting images; `list_models(video=True)` lists these.
+VIDEO_VARIANTS: dict[str, Variant] = {
+    "r3d_18": Variant(video(18, Conv.D3), 112),
+    "r3d_34": Variant(video(34, Conv.D3), 112),
+    "r3d_50": Variant(video(50, Conv.D3), 112),
+    "mc3_18": Variant(video(18, Conv.MC), 112),
+    "r2plus1d_18": Variant(video(18, Conv.R2PLUS1D), 112),
+    "r2plus1d_34": Variant(video(34, Conv.R2PLUS1D), 112),
 }
 
 
