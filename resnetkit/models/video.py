@@ -104,6 +104,7 @@ class VideoConvs(Convs):
         t, (st, s, _) = self.time_kernel, self.stride(stride)
         if not self.factorised:
             return conv3d(in_planes, out_planes, (t, 3, 3), (st, s, s), dilation, groups, bias, self.time_pad)
+        midplanes = midplanes or r2plus1d_midplanes(in_planes, out_planes, t)
         return nn.Sequential(
             conv3d(in_planes, midplanes, (1, 3, 3), (1, s, s), dilation, groups),
             self.norm_layer(midplanes),
