@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models import video as tv_video
 
 from resnetkit import ResNet, ResNetConfig, create_model, get_variant, list_models
-from resnetkit.models import ModelRecord, ResidualUnit
+from resnetkit.models import Metric, ModelRecord, ResidualUnit
 from resnetkit.models.config import Conv, Stem, TimePad
 from resnetkit.models.inflate import inflate
 from resnetkit.models.video import TimePaddedConv3d, from_torchvision_video, r2plus1d_midplanes
@@ -199,6 +199,15 @@ def test_inflated_network_is_rebuilt_from_its_config():
     x = clip(frames=3)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval()(x), video(x), rtol=0, atol=0)
+
+
+def test_inflated_network_keeps_the_provenance_not_the_measurements():
+    model = network_2d("resnet18", layers=(1, 1, 1, 1))
+    metrics = (Metric("x", "val", 9.0),)
+    model.record = ModelRecord("resnet18", model.config, classes=tuple("abcdefghij"), metrics=metrics)
+    video = inflate(model)
+    assert video.record.config == video.config and video.record.classes == model.record.classes
+    assert video.record.metrics == () and video.record.source == "inflated from resnet18"
 
 
 def test_inflate_takes_names_and_records_and_refuses_the_rest():
