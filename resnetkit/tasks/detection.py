@@ -63,6 +63,10 @@ def _build(head: type, builder: str, backbone_name: str, num_classes: int, weigh
     if weights is not None:
         entry, fixed = pretrained_builder_args(weights, builder, backbone_name)
         num_classes = fixed["num_classes"]
+    backbone = dict(backbone)
+    for key in ("norm", "frozen_stages"):  # given with the backbone's options: the same as the builder's argument
+        if key in backbone and fpn.get(key) is None:
+            fpn[key] = backbone.pop(key)
     model = head(resnet_fpn(backbone_name, trained=entry is not None, **fpn, **backbone), num_classes, **kwargs)
     if entry is not None:
         load_torchvision_checkpoint(model, entry)

@@ -29,13 +29,13 @@ from ..data import IMAGENET_MEAN, IMAGENET_STD
 from ..data.dense import IGNORE
 from ..errors import UserError
 from ..models import ModelRecord, Preprocess, get_variant
-from ..weights import load_checked, read_any
-from ..weights.hub import resolve
 from ..train import distributed as D
 from ..train.config import TrainConfig
 from ..train.data import RunData, train_loader
 from ..train.task import Classification, Task, Trainer, recipe_summary
 from ..train.task_metrics import DetectionMeter, SegmentationMeter
+from ..weights import load_checked, read_any
+from ..weights.hub import resolve
 from .detection import faster_rcnn, mask_rcnn, retinanet
 from .segmentation import deeplabv3, fcn
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .. import runtime
 from ..data.stream import folder_loader
 from ..models import ModelRecord
+from ..tasks.predict import is_task_file
+from ..tasks.training import load_task_model, task_for
 from ..train.config import TrainConfig
 from ..train.data import build_data
 from ..train.distributed import World
@@ -80,6 +83,8 @@ def evaluate_model(
         workers: DataLoader workers on a folder.
     """
     target = runtime.pick_device(device)
+    if is_task_file(source):
+        return evaluate_task_model(source, split, dataset, target)
     model = load_model(source).to(target)
     record: ModelRecord = model.record
     network = model if runner is None else runner
@@ -125,3 +130,52 @@ def _checked(meter: ClassificationMeter, source: str) -> ClassificationMeter:
     if not math.isfinite(meter.loss):
         raise ValueError(f"{source}: the model's outputs are not finite (NaN or inf): its weights are broken")
     return meter
+
+
+@dataclass
+class TaskReport:
+    """A detection or segmentation model's metrics on a split of its run's data (COCO AP or mean IoU)."""
+
+    checkpoint: str
+    dataset: str
+    split: str
+    task: str
+    summary: dict[str, float]
+    per_class: dict[str, dict[str, float]]
+    images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "dataset": self.dataset, "split": self.split, "task": self.task,
+                "images": self.images, **self.summary, "per_class": self.per_class}  # fmt: skip
+
+    def text(self) -> str:
+        s = self.summary
+        if self.task == "segmentation":
+            head = (f"mean IoU {100 * s['miou']:.2f}%, pixel accuracy {100 * s['pixel_acc']:.2f}%, "
+                    f"mean class accuracy {100 * s['mean_acc']:.2f}%")  # fmt: skip
+        else:
+            kinds = ["bbox"] + (["segm"] if "segm_map" in s else [])
+            head = "; ".join(f"{k} AP {100 * s[f'{k}_map']:.1f}, AP50 {100 * s[f'{k}_map50']:.1f}, "
+                             f"AP75 {100 * s[f'{k}_map75']:.1f}" for k in kinds)  # fmt: skip
+        lines = [f"{self.checkpoint} on {self.dataset} [{self.split}], {self.images} images: {head}", "", "per class:"]
+        width = max(len(c) for c in self.per_class)
+        for name, values in self.per_class.items():
+            shown = "  ".join(f"{key} {100 * v:6.2f}%" for key, v in values.items())
+            lines.append(f"  {name:<{width}}  {shown}")
+        return "\n".join(lines)
+
+
+def evaluate_task_model(source: str, split: str | None, dataset: str | None, device: torch.device) -> TaskReport:
+    """A detection or segmentation model file on the val split of its run's data, rebuilt from the file's training
+    config (or on the val split of ``dataset``, another dataset in the same layout with the same classes)."""
+    model = load_task_model(source).to(device)
+    cfg = TrainConfig.from_dict(model.record.train_config)
+    if dataset is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=dataset))
+    task = task_for(cfg)
+    if split not in (None, "val"):
+        raise ValueError(f"a {task.name} model is evaluated on its run's val split (or on --data); got --split {split}")
+    data = task.build_data(cfg, device, World())
+    meter = task.evaluate(model, data.val_batches(), data, cfg)
+    return TaskReport(str(source), cfg.data.dataset, "val", task.name, meter.summary(), meter.per_class(),
+                      len(data.evals["val"].dataset))  # fmt: skip

@@ -1,0 +1,113 @@
+"""Predictions of detection and segmentation models on image files: a picture and a JSON per image.
+
+:class:`TaskPredictor` runs a model rebuilt by :func:`~resnetkit.tasks.training.load_task_model` on images of any
+size: a segmentation model sees the image resized as in training (shorter side ``base_size``) and normalised, its
+logits are resized back, and every pixel of the original gets a class; a detector takes the image as it is
+(torchvision's detectors resize and normalise inside) and answers in the original's coordinates. ``annotate``
+draws the answer (:mod:`.draw`); ``to_json`` gives what a program reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from .draw import draw_detections, draw_segmentation, save_image
+from .training import HEADS, load_task_model
+
+SCORE_THRESHOLD = 0.5  # detections drawn and listed
+
+
+@dataclass
+class TaskPredictor:
+    model: nn.Module
+
+    @classmethod
+    def load(cls, source: str | Path, device: str | torch.device = "cpu") -> TaskPredictor:
+        return cls(load_task_model(source).to(device).eval())
+
+    @property
+    def kind(self) -> str:
+        return HEADS[self.model.record.task["head"]][0]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.record.classes)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(3, H, W)`` uint8 -> segmentation ``{"labels": (H, W)}``, or the detector's ``boxes``, ``scores``,
+        ``labels`` (and ``masks``) in the image's coordinates."""
+        x = TF.to_dtype(image.to(self.device), torch.float32, scale=True)
+        if self.kind == "detection":
+            return {k: v.cpu() for k, v in self.model([x])[0].items()}
+        record = self.model.record
+        base = record.task.get("base_size") or 0
+        small = TF.resize(x, [base], antialias=True) if base else x
+        small = TF.normalize(small, list(record.preprocess.mean), list(record.preprocess.std))
+        logits = self.model(small[None])["out"]
+        logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return {"labels": logits.argmax(1)[0].cpu()}
+
+    def annotate(self, image: torch.Tensor, prediction: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The image with the prediction drawn: boxes, class and score, masks; or a coloured overlay and legend."""
+        if self.kind == "detection":
+            return draw_detections(image, prediction, self.classes, score_threshold=SCORE_THRESHOLD)
+        return draw_segmentation(image, prediction["labels"], self.classes)
+
+    def to_json(self, prediction: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Detections above :data:`SCORE_THRESHOLD` (class, score, box ``[x0, y0, x1, y1]``); or each class's share
+        of the pixels."""
+        if self.kind == "detection":
+            keep = prediction["scores"] >= SCORE_THRESHOLD
+            return {"detections": [{"class": self.classes[int(label)], "score": round(float(score), 4),
+                                    "box": [round(float(v), 1) for v in box]}
+                                   for box, score, label in zip(prediction["boxes"][keep], prediction["scores"][keep],
+                                                                prediction["labels"][keep])]}  # fmt: skip
+        labels = prediction["labels"]
+        counts = torch.bincount(labels.flatten(), minlength=len(self.classes)).tolist()
+        return {"pixels": {name: round(n / labels.numel(), 4) for name, n in zip(self.classes, counts) if n}}
+
+    def predict_file(self, path: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
+        """Predict one image file; with ``out_dir``, write ``<stem>.png`` (annotated) and ``<stem>.json`` there."""
+        from ..data.folder import ImageDecodeError, decode_image
+
+        path = Path(path)
+        try:
+            image = decode_image(path.read_bytes())
+        except (OSError, ImageDecodeError) as err:
+            raise ImageDecodeError(f"{path}: {getattr(err, 'strerror', None) or err}") from None
+        prediction = self.predict(image)
+        result = {"image": str(path), **self.to_json(prediction)}
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            save_image(self.annotate(image, prediction), out / f"{path.stem}.png")
+            _write_json(out / f"{path.stem}.json", result)
+        return result
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    import json
+
+    from ..io import atomic_write
+
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+def is_task_file(source: str | Path) -> bool:
+    """Whether ``source`` is a model file holding a detection or segmentation model (reads its header only)."""
+    from ..weights.format import is_resnetkit_file, read_record
+
+    path = Path(source)
+    return path.is_file() and path.suffix == ".safetensors" and is_resnetkit_file(path) and bool(read_record(path).task)
