@@ -14,29 +14,33 @@ from ..io import natural_key
 from .config import ResNetConfig
 from .features import FeatureExtractor
 from .layers import NormLayer
+from .mobile import MOBILE_VARIANTS, MobileConfig, MobileNetwork, create_mobile
 from .resnet import ResNet
 from .variants import VARIANTS, VIDEO_VARIANTS, Variant
 
 
-def list_models(pattern: str = "*", video: bool = False) -> list[str]:
+def list_models(pattern: str = "*", video: bool = False, mobile: bool = False) -> list[str]:
     """Names of the variants matching a shell-style ``pattern`` (``"cifar_*"``, ``"*resnext*"``), in natural
     order (``resnet18`` before ``resnet101``); the image networks, or with ``video`` the video ones (``r3d_18``,
-    ``mc3_18``, ``r2plus1d_18``, ...), which read clips ``(B, C, T, H, W)``."""
-    table = VIDEO_VARIANTS if video else VARIANTS
+    ``mc3_18``, ``r2plus1d_18``, ...), which read clips ``(B, C, T, H, W)``, or with ``mobile`` the mobile ones
+    (``mobilenet_v2``, ``shufflenet_v2_x1_0``, ...; see :mod:`resnetkit.models.mobile`)."""
+    table = VIDEO_VARIANTS if video else MOBILE_VARIANTS if mobile else VARIANTS
     return sorted((name for name in table if fnmatch.fnmatchcase(name, pattern)), key=natural_key)
 
 
 def get_variant(name: str) -> Variant:
     """The table entry for ``name`` (image or video); an unknown name raises ``KeyError`` with the closest matches."""
+    if name in MOBILE_VARIANTS:
+        return Variant(MOBILE_VARIANTS[name], 32 if MOBILE_VARIANTS[name].stem_stride == 1 else 224)  # type: ignore[arg-type]
     try:
         return VARIANTS[name] if name in VARIANTS else VIDEO_VARIANTS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, [*VARIANTS, *VIDEO_VARIANTS], n=3)
+        close = difflib.get_close_matches(name, [*VARIANTS, *VIDEO_VARIANTS, *MOBILE_VARIANTS], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `resnetkit models`"
         raise UnknownNameError(f"unknown model {name!r}{hint}") from None
 
 
-def model_config(name: str, **overrides: Any) -> ResNetConfig:
+def model_config(name: str, **overrides: Any) -> ResNetConfig | MobileConfig:
     """The config of variant ``name`` with ``overrides`` (config fields or their torchvision/timm aliases)."""
     return get_variant(name).config.replace(**overrides)
 
@@ -61,7 +65,7 @@ def create_model(
     out_indices: int | Sequence[int] | None = None,
     frozen_stages: int = -1,
     **overrides: Any,
-) -> ResNet | FeatureExtractor:
+) -> ResNet | FeatureExtractor | MobileNetwork:
     """Build a named variant, optionally with pretrained weights, as a classifier or as a backbone.
 
     Args:
@@ -90,6 +94,8 @@ def create_model(
     """
     if not features_only and (out_indices is not None or frozen_stages != -1):
         raise ValueError("out_indices and frozen_stages shape a backbone: pass features_only=True with them")
+    if name.partition(".")[0] in MOBILE_VARIANTS:
+        return _create_mobile(name, pretrained, norm_layer, features_only, **overrides)
     model = _create_classifier(name, pretrained, norm_layer, **overrides)
     if features_only:
         return FeatureExtractor(model, out_indices, frozen_stages)
@@ -106,3 +112,12 @@ def _create_classifier(name: str, pretrained: bool | str, norm_layer: NormLayer 
     with torch.device("meta"):  # no time spent initialising what the weights replace
         model = ResNet.from_config(config, norm_layer=norm_layer)
     return _pretrained_loader(model, name, tag or pretrained)
+
+
+def _create_mobile(name: str, pretrained: bool | str, norm_layer: NormLayer | None, features_only: bool,
+                   **overrides: Any) -> MobileNetwork:  # fmt: skip
+    """A mobile variant (torchvision's checkpoints for ``pretrained``); they are classifiers only, so far."""
+    if norm_layer is not None or features_only:
+        raise ValueError(f"{name} takes neither norm_layer nor features_only (mobile networks are classifiers)")
+    name, _, tag = name.partition(".")
+    return create_mobile(name, tag or pretrained, **overrides)
