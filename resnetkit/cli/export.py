@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--int8 writes ONNX (run by ONNX Runtime); it does not work with --format {fmt.value}")
     if args.data and not args.int8:
         raise ValueError("--data chooses the calibration images of --int8; add --int8")
+    from ..tasks.predict import is_task_file
+
+    if is_task_file(args.model):
+        return _export_task(args, fmt)
     model = load_model(args.model).eval()
     exported = model
     if args.fuse:
@@ -107,3 +111,36 @@ def _shortfall(report: ParityReport) -> str:
     if isinstance(report, Int8ParityReport):
         return f"top-1 agreement {report.top1_agreement:.1%} < {report.min_top1_agreement:.0%}, or non-finite outputs"
     return f"max |diff| {report.max_abs_diff:.2e} > atol {report.atol:.0e}"
+
+
+def _export_task(args: argparse.Namespace, fmt: Format) -> int:
+    """A detection or segmentation model file to ONNX, checked in ONNX Runtime: a segmentation model's logits at
+    its training scale (dynamic batch), or a detector taking one image of any size."""
+    import torch
+
+    from ..tasks.export import SegmentationLogits, export_detector_onnx
+    from ..tasks.predict import TaskPredictor
+
+    if fmt is not Format.ONNX or args.int8 or args.fuse:
+        raise ValueError("detection and segmentation models export to fp32 ONNX (--format onnx, no --int8 or --fuse)")
+    predictor = TaskPredictor.load(args.model)
+    path = Path(args.out) if args.out else default_export_path(args.model, fmt, False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    if predictor.kind == "detection":
+        images = [torch.rand(3, h, w, generator=generator) for h, w in ((320, 416), (288, 384), (352, 320))]
+        report = export_detector_onnx(predictor.model, path, images)
+        print(report.line())
+        return 0 if report.ok else 1
+    size = predictor.model.record.task.get("base_size") or predictor.model.record.preprocess.crop_size
+    inputs = torch.randn(PARITY_BATCH, 3, size, size * 4 // 3, generator=generator)
+    try:
+        report = EXPORTERS[fmt](SegmentationLogits(predictor.model), path, inputs=inputs, atol=args.atol,
+                                opset=args.opset)  # fmt: skip
+    except ParityError as err:
+        print(err.report.line())
+        print(f"resnetkit export: error: {path} does not match the eager model ({_shortfall(err.report)})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(report.line())
+    return 0

@@ -109,16 +109,34 @@ def test_segmentation_refuses_what_it_cannot_use(tmp_path):
         fit(seg_config(tmp_path, "qat=true"), task=Segmentation())
 
 
-def test_detection_trains_and_measures_coco_ap(tmp_path):
-    data = detection_zip(tmp_path)
-    cfg = load_config(None, [f"data.dataset={data}", *DET, "epochs=2", f"out={tmp_path / 'det'}"])
-    history = fit(cfg, task=task_for(cfg))
-    assert all(np.isfinite(r["train_loss"]) for r in history)
-    summary = json.loads((tmp_path / "det" / "summary.json").read_text())
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory) -> Path:
+    """A tiny Mask R-CNN trained 2 epochs on generated boxes."""
+    tmp = tmp_path_factory.mktemp("det")
+    cfg = load_config(None, [f"data.dataset={detection_zip(tmp)}", *DET, "epochs=2", f"out={tmp / 'det'}"])
+    fit(cfg, task=task_for(cfg))
+    return tmp / "det"
+
+
+def test_detection_trains_and_measures_coco_ap(det_run):
+    history = [json.loads(line) for line in (det_run / "log.jsonl").read_text().splitlines()]
+    assert len(history) == 2 and all(np.isfinite(r["train_loss"]) for r in history)
+    summary = json.loads((det_run / "summary.json").read_text())
     val = summary["metrics"]["val"]
     assert summary["task"] == "detection" and {"bbox_map50", "segm_map", "per_class"} <= set(val)
-    model = load_task_model(tmp_path / "det" / "best.safetensors")
+    model = load_task_model(det_run / "best.safetensors")
     assert type(model).__name__ == "MaskRCNN" and model.record.classes == ("__background__", "box")
+
+
+def test_detector_exports_to_onnx_with_parity(det_run, tmp_path, capsys):
+    out = tmp_path / "det.onnx"
+    code = main(["export", str(det_run / "best.safetensors"), "--out", str(out)])
+    line = capsys.readouterr().out
+    assert code == 0 and "ok" in line and "masks" in line, line
+    import onnx
+
+    graph = onnx.load(str(out)).graph
+    assert [o.name for o in graph.output] == ["boxes", "labels", "scores", "masks"]
 
 
 def test_cli_train_eval_predict_segmentation(tmp_path, capsys):
@@ -135,3 +153,13 @@ def test_cli_train_eval_predict_segmentation(tmp_path, capsys):
     assert (tmp_path / "pred" / "frame.png").is_file()
     written = json.loads((tmp_path / "pred" / "frame.json").read_text())
     assert written["image"].endswith("frame.png") and set(written["pixels"]) <= {"background", "red", "blue"}
+
+
+def test_segmentation_exports_to_onnx_with_parity(tmp_path, capsys):
+    cfg = seg_config(tmp_path, "epochs=1", "data.base_size=24")
+    fit(cfg, task=task_for(cfg))
+    out = tmp_path / "seg.onnx"
+    assert main(["export", str(tmp_path / "seg" / "best.safetensors"), "--out", str(out)]) == 0
+    assert "max |diff|" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "seg" / "best.safetensors"), "--int8"]) != 0
+    assert "export to fp32 ONNX" in capsys.readouterr().err
