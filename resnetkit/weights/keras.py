@@ -82,7 +82,9 @@ def convert_keras(path: str | Path, arch: str | None = None) -> tuple[ResNet, di
     """Read a Keras Applications ResNet ``.h5``/``.weights.h5`` file into the resnetkit model holding its weights.
 
     A file without the ``predictions`` layer (Keras' ``include_top=False``) gives a headless model
-    (``num_classes=0``); the classifier size otherwise comes from the file.
+    (``num_classes=0``); the classifier size otherwise comes from the file. A whole-model file whose layer names
+    are not Keras Applications' (a ResNet written by hand) is read by its graph instead, with Keras (see
+    :mod:`resnetkit.weights.keras_graph`).
 
     Args:
         path: the Keras file.
@@ -98,7 +100,14 @@ def convert_keras(path: str | Path, arch: str | None = None) -> tuple[ResNet, di
         ValueError: the file is not a Keras file of that architecture; lists every missing, unexpected and
             misshaped layer in one line.
     """
-    spec, layers = read_keras_layers(path, arch)
+    try:
+        spec, layers = read_keras_layers(path, arch)
+    except ValueError:
+        if arch is not None or not _is_whole_model(path):
+            raise
+        from .keras_graph import convert_keras_graph  # any functional Keras ResNet, read by its graph
+
+        return convert_keras_graph(path)
     num_classes = layers["predictions"]["kernel"].shape[-1] if "kernel" in layers.get("predictions", {}) else 0
     overrides = spec.overrides | {"num_classes": num_classes}
     with torch.device("meta"):  # no random initialisation: every tensor comes from the file
@@ -109,6 +118,18 @@ def convert_keras(path: str | Path, arch: str | None = None) -> tuple[ResNet, di
             "input_size": 224, "resize_size": 256, "crop_size": 224, "interpolation": "bilinear",
             "source": f"keras:{spec.keras_name}"}  # fmt: skip
     return model.eval(), info
+
+
+def _is_whole_model(path: str | Path) -> bool:
+    """Whether ``path`` holds a whole Keras model (its graph): a ``.keras`` archive, or an ``.h5`` with a config."""
+    path = Path(path)
+    if path.suffix == ".keras":
+        return path.is_file()
+    try:
+        with h5py.File(path, "r") as f:
+            return "model_config" in f.attrs
+    except OSError:
+        return False
 
 
 def keras_arch(name: str) -> KerasArch:
