@@ -68,6 +68,17 @@ def parse_routes(text: str) -> list[Route]:
 def _bench_model(args: argparse.Namespace, routes: list[Route]) -> tuple[torch.nn.Module, int, torch.Tensor | None]:
     """The network, its input size and int8 calibration images: real training images for a model trained by
     resnetkit, read only when an int8 route will use them."""
+    from ..tasks.predict import TaskPredictor, is_task_file
+
+    if is_task_file(args.model):  # a segmentation model: its logits, at its training scale
+        predictor = TaskPredictor.load(args.model)
+        if predictor.kind != "segmentation" or any(route.is_int8 for route in routes):
+            raise ValueError("resnetkit bench times classifiers and segmentation models (fp32 routes); a detector's "
+                             "speed is measured by bench/tasks.py")  # fmt: skip
+        from ..tasks.export import SegmentationLogits
+
+        record = predictor.model.record
+        return SegmentationLogits(predictor.model), record.task.get("base_size") or record.preprocess.crop_size, None
     if not (Path(args.model).is_file() or "." in args.model):
         model = create_model(args.model).eval()  # random weights: the speed of a network does not depend on them
         return model, default_input_size(model), None
