@@ -87,8 +87,8 @@ def test_task_for_picks_the_task_from_the_head(tmp_path):
         task_for(load_config(None, ["model.head=deeplab"]))
 
 
-def test_segmentation_trains_resumes_and_rebuilds_from_its_file(tmp_path):
-    cfg = seg_config(tmp_path, "epochs=4")
+def test_segmentation_trains_with_ema_resumes_and_rebuilds_from_its_file(tmp_path):
+    cfg = seg_config(tmp_path, "epochs=4", "ema_decay=0.5")
     history = fit(cfg, task=task_for(cfg))
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     summary = json.loads((tmp_path / "seg" / "summary.json").read_text())
@@ -100,7 +100,7 @@ def test_segmentation_trains_resumes_and_rebuilds_from_its_file(tmp_path):
     assert model.record.task["head"] == "deeplabv3" and model.record.classes == ("background", "red", "blue")
     out = model(torch.zeros(1, 3, 24, 24))["out"]
     assert out.shape == (1, 3, 24, 24)
-    resumed = fit(seg_config(tmp_path, "epochs=5"), resume=True, task=Segmentation())
+    resumed = fit(seg_config(tmp_path, "epochs=5", "ema_decay=0.5"), resume=True, task=Segmentation())
     assert [r["epoch"] for r in resumed] == [1, 2, 3, 4, 5]
 
 
