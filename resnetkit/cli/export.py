@@ -17,7 +17,8 @@ from ..weights import load_model
 from ..workflows import calibration_images
 
 NAME = "export"
-HELP = "export a model to ONNX, TorchScript or torch.export, checked against eager PyTorch"
+HELP = "export a model to ONNX, TorchScript, torch.export or Keras, checked against eager PyTorch"
+KERAS = "keras"  # not an EXPORTERS format: resnetkit.deploy.keras_export builds the Keras model itself
 PARITY_BATCH = 8  # images in the parity check (plus one single-image batch)
 INT8_CHECK_IMAGES = 64  # held-out training images the int8 check runs: one top-1 flip is 1.5%, the pass mark 95%
 
@@ -25,9 +26,9 @@ INT8_CHECK_IMAGES = 64  # held-out training images the int8 check runs: one top-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a model file (a run's best.safetensors, converted or published weights) or a "
                         "registry name")  # fmt: skip
-    parser.add_argument("--format", choices=[f.value for f in Format], default=Format.ONNX.value,
-                        help="onnx (run by ONNX Runtime), torchscript (traced) or exported (torch.export "
-                        ".pt2)")  # fmt: skip
+    parser.add_argument("--format", choices=[*(f.value for f in Format), KERAS], default=Format.ONNX.value,
+                        help="onnx (run by ONNX Runtime), torchscript (traced), exported (torch.export "
+                        ".pt2) or keras (a Keras 3 .keras model, checked under Keras' torch backend)")  # fmt: skip
     parser.add_argument("--fuse", action="store_true", help="fold BatchNorm into the convolutions first")
     parser.add_argument("--out", help="file to write (default: beside the model file, e.g. best.onnx, best-fused.pt2, "
                         "best-int8.onnx; for a registry name, in the current folder)")  # fmt: skip
@@ -48,9 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export ``args.model``; print the parity line; 0 if it passes (within ``args.atol`` of eager, or for
     ``--int8`` enough top-1 agreement), 1 if not."""
+    if args.int8 and args.format != Format.ONNX.value:
+        raise ValueError(f"--int8 writes ONNX (run by ONNX Runtime); it does not work with --format {args.format}")
+    if args.format == KERAS:
+        return _export_keras(args)
     fmt = Format(args.format)
-    if args.int8 and fmt is not Format.ONNX:
-        raise ValueError(f"--int8 writes ONNX (run by ONNX Runtime); it does not work with --format {fmt.value}")
     if args.data and not args.int8:
         raise ValueError("--data chooses the calibration images of --int8; add --int8")
     from ..tasks.predict import is_task_file
@@ -73,6 +76,30 @@ def run(args: argparse.Namespace) -> int:
             inputs = sample_images(PARITY_BATCH, pre.crop_size, len(pre.mean), pre.mean, pre.std)
             options = {"opset": args.opset} if fmt is Format.ONNX else {}
             report = EXPORTERS[fmt](exported, path, reference=model, inputs=inputs, atol=args.atol, **options)
+    except ParityError as err:
+        print(err.report.line())
+        print(f"resnetkit export: error: {path} does not match the eager model ({_shortfall(err.report)})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(report.line())
+    return 0
+
+
+def _export_keras(args: argparse.Namespace) -> int:
+    """A classifier to a Keras 3 ``.keras`` file, built from its modules, loaded back and checked against eager."""
+    from ..deploy.keras_export import KerasFormat, export_keras
+    from ..tasks.predict import is_task_file
+
+    if is_task_file(args.model):
+        raise ValueError("detection and segmentation models export to fp32 ONNX (--format onnx), not Keras")
+    model = load_model(args.model).eval()
+    exported = fuse_model(model) if args.fuse else model
+    path = Path(args.out) if args.out else default_export_path(args.model, KerasFormat.KERAS, args.fuse)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pre = model.record.preprocess
+    inputs = sample_images(PARITY_BATCH, pre.crop_size, len(pre.mean), pre.mean, pre.std)
+    try:
+        report = export_keras(exported, path, reference=model, inputs=inputs, atol=args.atol)
     except ParityError as err:
         print(err.report.line())
         print(f"resnetkit export: error: {path} does not match the eager model ({_shortfall(err.report)})",

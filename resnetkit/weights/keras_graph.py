@@ -151,6 +151,9 @@ def _graph(model: Any) -> dict[str, Op]:
         ops[layer.name] = Op(_kind(layer), layer, [p.operation.name for p in nodes[0].parent_nodes])
     for op in ops.values():
         for parent in op.parents:
+            if parent not in ops:  # a keras.ops call (ops.pad, ...) in the graph: not a layer
+                raise ValueError(f"layer {op.name!r} reads the output of operation {parent!r}, which is not a layer; "
+                                 "the graph reader takes models built of layers")  # fmt: skip
             ops[parent].children.append(op.name)
     if len(model.outputs) != 1 or len(model.inputs) != 1:
         raise ValueError(f"Keras model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; a classifier has one of each")
