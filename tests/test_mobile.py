@@ -128,3 +128,11 @@ def test_onnx_export_parity(name, tmp_path):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     report = export_onnx(model, tmp_path / f"{name}.onnx", inputs=x)
     assert report.ok and report.max_abs_diff < 1e-4
+
+
+def test_bench_times_a_mobile_network():
+    from resnetkit.deploy.bench import BenchSettings, Route, bench
+
+    model = create_model("cifar_shufflenet_v2_x0_5")
+    results = bench(model, [Route.EAGER, Route.FUSED], BenchSettings(input_size=32, batch=2, repeats=1, warmup=0))
+    assert len(results) == 4 and all(r.params == sum(p.numel() for p in model.parameters()) for r in results[:2])
