@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from resnetkit import create_model
+from resnetkit import create_model, load_model
+from resnetkit.cli import main
 
 os.environ["KERAS_BACKEND"] = "torch"  # before the first import of keras; TensorFlow is not needed
 keras = pytest.importorskip("keras")
@@ -114,6 +115,9 @@ def test_textbook_resnet50_converts_by_its_graph_with_equal_outputs(tmp_path):
     assert convert_keras_graph(tmp_path / "textbook.h5")[0].config == net.config
     rebuilt = create_model(info["arch"], **info["overrides"])
     rebuilt.load_state_dict(net.state_dict())  # strict: the record rebuilds the network
+    assert main(["convert", str(tmp_path / "textbook.h5"), str(tmp_path / "textbook.safetensors")]) == 0
+    loaded = load_model(tmp_path / "textbook.safetensors")  # the file alone rebuilds it
+    assert loaded.record.source == "keras-graph:resnet50_textbook" and loaded.config == net.config
 
 
 @pytest.mark.parametrize("name", ["ResNet50", "ResNet50V2"])

@@ -244,6 +244,7 @@ def _split_stem(first_pre: list[Op], preact: bool, name: str) -> tuple[list[Op],
 
 
 def _describe(units: list[Unit], stem: list[Op], tail: list[Op], name: str) -> tuple[ResNetConfig, list[tuple[Op, str]]]:
+    """The config the graph describes, and every weighted Keras layer with the resnetkit module it becomes."""
     preact = _is_preact(units)
     modules: list[tuple[Op, str]] = []
     fields = _stem_fields(stem, preact, modules, name)
@@ -251,7 +252,9 @@ def _describe(units: list[Unit], stem: list[Op], tail: list[Op], name: str) -> t
     if n_convs - {2, 3} or len(n_convs) != 1:
         raise ValueError(f"{name!r} mixes or has unknown residual units ({sorted(n_convs)} convolutions per branch)")
     block = BlockType.BOTTLENECK if n_convs == {3} else BlockType.BASIC
-    stages, strided, in_1x1, biased, widths = [], [], set(), fields.pop("bias"), []
+    stages: list[int] = []  # units per stage
+    strided: list[tuple[int, int]] = []  # (stage, unit in stage) of every strided unit
+    in_1x1, biased, widths = set(), fields.pop("bias"), []
     for u, unit in enumerate(units):
         if u == 0 or any(op.kind is Kind.CONV for op in unit.shortcut):  # a projection starts a stage
             stages.append(0)
@@ -275,7 +278,7 @@ def _describe(units: list[Unit], stem: list[Op], tail: list[Op], name: str) -> t
     config = ResNetConfig(block=block, layers=tuple(stages), widths=tuple(widths), preact=preact, stride_in_1x1=in_1x1 == {True},
                           stride_last_unit=stride_last, conv_bias=biased, norm_eps=eps.pop() if eps else 1e-5,
                           num_classes=num_classes, width_per_group=width, **fields)  # fmt: skip
-    _check_strides(config, units, strided, stages, name)
+    _check_strides(config, strided, len(stages), name)
     if len(in_1x1) > 1:
         raise ValueError(f"{name!r} strides some bottlenecks in the first 1x1 and others in the 3x3")
     return config, modules
@@ -402,7 +405,7 @@ def _bottleneck_width(units: list[Unit], block: BlockType, widths: list[int]) ->
     return inner * 64 // widths[0]
 
 
-def _head(tail: list[Op], preact: bool, modules: list, name: str) -> int:
+def _head(tail: list[Op], preact: bool, modules: list[tuple[Op, str]], name: str) -> int:
     """Check the head (ReLU, or norm and ReLU; global average pooling; optional dense) and return its classes."""
     kinds = [op.kind for op in tail]
     start = [Kind.NORM, Kind.RELU] if preact else [Kind.RELU]
@@ -433,8 +436,9 @@ def _check_global(pool: Op) -> None:
                          "build the Keras model with a fixed input size, or use GlobalAveragePooling2D")  # fmt: skip
 
 
-def _check_strides(config: ResNetConfig, units: list[Unit], strided: list, stages: list[int], name: str) -> None:
-    found = [1] * len(stages)
+def _check_strides(config: ResNetConfig, strided: list[tuple[int, int]], n_stages: int, name: str) -> None:
+    """The stages must stride as the config's do (1, 2, 2, 2; or ResNetV2's 2, 2, 2, 1)."""
+    found = [1] * n_stages
     for s, _ in strided:
         found[s] *= 2
     if tuple(found) != config.stage_strides:
@@ -456,7 +460,7 @@ def closest_variant(config: ResNetConfig) -> tuple[str, dict[str, Any]]:
 # -- weights -----------------------------------------------------------------------------------------------------
 
 
-def _state_dict(modules: list, target: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+def _state_dict(modules: list[tuple[Op, str]], target: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
     """Keras weights under resnetkit names (layouts transposed, zero biases where Keras has none)."""
     state = {k: torch.zeros((), dtype=v.dtype) for k, v in target.items() if k.endswith(".num_batches_tracked")}
     for op, module in modules:
