@@ -9,7 +9,7 @@ HELP = "convert a torchvision/timm/Keras/training checkpoint to resnetkit weight
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help=".pth/.pt/.safetensors checkpoint or Keras .h5/.weights.h5")
+    parser.add_argument("src", help=".pth/.pt/.safetensors checkpoint or Keras .h5/.weights.h5/.keras")
     parser.add_argument("dst", help="resnetkit .safetensors file to write")
     parser.add_argument("--arch", help="variant name (default: inferred from the tensors)")
     parser.add_argument("--ema", action="store_true", help="take the EMA weights of a training checkpoint")

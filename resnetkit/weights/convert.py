@@ -155,7 +155,7 @@ def read_any(src: str | Path, arch: str | None = None, *, ema: bool = False, **o
     checkpoints included), torchvision/timm/DDP/training-script checkpoints and Keras Applications ``.h5``.
 
     Args:
-        src: ``.safetensors``, ``.pth``/``.pt``/``.bin`` or Keras ``.h5``/``.weights.h5``.
+        src: ``.safetensors``, ``.pth``/``.pt``/``.bin`` or Keras ``.h5``/``.weights.h5``/``.keras``.
         arch: variant name for foreign checkpoints (Keras: ``resnet50``, ``resnet50v2``, ...); inferred when ``None``.
         ema: prefer the EMA weights of a foreign training checkpoint.
         **overrides: config overrides for foreign checkpoints, e.g. ``stride_in_1x1=True``.
@@ -166,7 +166,7 @@ def read_any(src: str | Path, arch: str | None = None, *, ema: bool = False, **o
     if src.suffix == ".safetensors" and is_resnetkit_file(src):
         return read_weights(src)
     digest = file_digest(src)
-    if src.suffix == ".h5":
+    if src.suffix in (".h5", ".keras"):
         from .keras import convert_keras  # h5py is slow to import; only Keras files need it
 
         model, info = convert_keras(src, arch)

@@ -70,7 +70,7 @@ def resolve(source: str | Path, cache: str | Path | None = None, progress: bool 
     path = Path(source).expanduser()
     if path.is_file():
         return path
-    if path.suffix in (".safetensors", ".pth", ".pt", ".bin", ".h5") or os.sep in str(source):
+    if path.suffix in (".safetensors", ".pth", ".pt", ".bin", ".h5", ".keras") or os.sep in str(source):
         raise FileNotFoundError(f"model file {str(source)!r} not found")
     return fetch(get_weights(str(source)), cache, progress)
 
