@@ -142,17 +142,19 @@ def initial_model(cfg: TrainConfig, data: RunData, world: D.World) -> tuple[Trai
                                  **cfg.model.options)  # fmt: skip
     model = load_model(cfg.init_from)
     check_classes(list(model.record.classes), data.classes, f"init_from {cfg.init_from}")
-    section = ModelSection(model.record.arch, _options_of(model.record))
+    section = ModelSection(model.record.arch, options_of(model.record))
     if section != cfg.model and world.is_main:
         print(f"init_from: the architecture is {cfg.init_from}'s ({section.name}, {len(model.record.edits)} "
               f"surgery edits); the config's model section ({cfg.model.name}) is not used")  # fmt: skip
     return dataclasses.replace(cfg, model=section), model
 
 
-def _options_of(record: ModelRecord) -> dict[str, Any]:
-    """The model options that turn the record's variant into its config (what ``model.options`` would say)."""
+def options_of(record: ModelRecord, skip: Iterable[str] = ()) -> dict[str, Any]:
+    """The model options that turn the record's variant into its config (what ``model.options`` would say), less
+    the classes, the input channels and ``skip``."""
     ours, default = record.config.to_dict(), get_variant(record.arch).config.to_dict()
-    return {k: v for k, v in ours.items() if v != default[k] and k not in ("num_classes", "in_chans")}
+    skip = {"num_classes", "in_chans", *skip}
+    return {k: v for k, v in ours.items() if v != default.get(k) and k not in skip}
 
 
 @torch.no_grad()
