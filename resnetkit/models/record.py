@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..options import parse_enum
 from .config import ResNetConfig, Stem
+from .mobile import MobileConfig, MobileNetwork, build_mobile
 from .resnet import ResNet
 from .surgery import apply_surgery
 
@@ -78,7 +79,8 @@ class ModelRecord:
 
     Args:
         arch: variant name in :func:`resnetkit.list_models`.
-        config: the exact architecture (the variant's config with any overrides).
+        config: the exact architecture (the variant's config with any overrides): a :class:`ResNetConfig`, or a
+            :class:`~resnetkit.models.mobile.MobileConfig` for a mobile network (its dict has a ``unit`` key).
         preprocess: resize, crop, interpolation, mean and std the weights expect.
         classes: class names in output order.
         metrics: measured accuracies with their dataset and split.
@@ -98,7 +100,7 @@ class ModelRecord:
     """
 
     arch: str
-    config: ResNetConfig
+    config: ResNetConfig | MobileConfig
     preprocess: Preprocess = field(default_factory=Preprocess)
     classes: tuple[str, ...] = ()
     metrics: tuple[Metric, ...] = ()
@@ -116,7 +118,7 @@ class ModelRecord:
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "metrics", tuple(self.metrics))
 
-    def build(self) -> ResNet:
+    def build(self) -> ResNet | MobileNetwork:
         """The network of this record with freshly initialised weights: ``config``, then the edits replayed.
 
         Build it under ``torch.device("meta")`` when the weights will be assigned at once.
@@ -124,6 +126,8 @@ class ModelRecord:
         if self.task:
             raise ValueError(f"these weights are a {self.task['head']} model on a {self.arch} backbone, not a "
                              "classifier: load them with resnetkit.tasks.load_task_model")  # fmt: skip
+        if isinstance(self.config, MobileConfig):
+            return apply_surgery(build_mobile(self.config), [dict(edit) for edit in self.edits])
         return apply_surgery(ResNet.from_config(self.config), [dict(edit) for edit in self.edits])
 
     def replace(self, **changes: Any) -> ModelRecord:
@@ -144,7 +148,7 @@ class ModelRecord:
     def from_dict(cls, data: dict[str, Any]) -> ModelRecord:
         """Inverse of :meth:`to_dict`; fields missing from older files take their defaults, unknown ones fail."""
         data = dict(data)
-        data["config"] = ResNetConfig.from_dict(data["config"])
+        data["config"] = config_from_dict(data["config"])
         data["preprocess"] = Preprocess(**data.get("preprocess", {}))
         data["metrics"] = tuple(Metric(**m) for m in data.get("metrics", ()))
         extra = data.get("extra") or {}
@@ -154,7 +158,12 @@ class ModelRecord:
         return cls(**data)
 
 
-def default_preprocess(config: ResNetConfig) -> Preprocess:
+def config_from_dict(data: dict[str, Any]) -> ResNetConfig | MobileConfig:
+    """A record's ``config``: a mobile network's (it names its ``unit``) or a ResNet's."""
+    return MobileConfig.from_dict(data) if "unit" in data else ResNetConfig.from_dict(data)
+
+
+def default_preprocess(config: ResNetConfig | MobileConfig) -> Preprocess:
     """What to assume for weights that do not say: 32-pixel images for CIFAR stems, ImageNet's 256/224 otherwise,
     ImageNet statistics (one grey channel: their mean)."""
     mean, std = IMAGENET_MEAN, IMAGENET_STD
