@@ -227,7 +227,9 @@ class VideoFolder(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self._skips.first_good(self._load, i, len(self), self.skip_broken)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"item {i} of {len(self)}")
+        return self._skips.first_good(self._load, i % len(self), len(self), self.skip_broken)
 
     def _load(self, i: int) -> tuple[torch.Tensor, int]:
         _, members = self.samples[i]

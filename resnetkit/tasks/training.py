@@ -36,8 +36,10 @@ from ..train.task import Classification, Task, Trainer, recipe_summary
 from ..train.task_metrics import DetectionMeter, SegmentationMeter
 from ..weights import load_checked, read_any
 from ..weights.hub import resolve
+from .depth_training import DepthTask, depth_head
 from .detection import faster_rcnn, mask_rcnn, retinanet
 from .segmentation import deeplabv3, fcn
+from .video_training import VideoTask, frame_lstm, tsn, video_classifier
 
 # head -> (task kind, builder)
 HEADS: dict[str, tuple[str, Callable[..., nn.Module]]] = {
@@ -46,6 +48,10 @@ HEADS: dict[str, tuple[str, Callable[..., nn.Module]]] = {
     "faster_rcnn": ("detection", faster_rcnn),
     "mask_rcnn": ("detection", mask_rcnn),
     "retinanet": ("detection", retinanet),
+    "video": ("video", video_classifier),
+    "tsn": ("video", tsn),
+    "frame_lstm": ("video", frame_lstm),
+    "depth": ("depth", depth_head),
 }
 AUX_WEIGHT = 0.5  # the auxiliary head's share of the segmentation loss (torchvision's reference, PSPNet)
 NOT_REBUILT = ("pretrained_backbone", "weights")  # builder arguments that fetch weights: the file has its own
@@ -56,6 +62,8 @@ def task_for(cfg: TrainConfig) -> Task:
     if not cfg.model.head:
         return Classification()
     kind = head_kind(cfg.model.head)
+    if kind in ("video", "depth"):
+        return VideoTask() if kind == "video" else DepthTask()
     return Segmentation() if kind == "segmentation" else Detection()
 
 
