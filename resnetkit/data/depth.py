@@ -58,7 +58,12 @@ class DepthPairs(Dataset):
         depth_scale: float = MM_PER_M,
         skip_broken: bool = False,
     ):
-        self.files, self.transform, self.depth_scale, self.skip_broken = Files(path), transform, depth_scale, skip_broken
+        self.files, self.transform, self.depth_scale, self.skip_broken = (
+            Files(path),
+            transform,
+            depth_scale,
+            skip_broken,
+        )
         prefix = self._split_prefix(split)
         images = {stem(n): n for n in self.files.names if n.startswith(f"{prefix}rgb/") and is_image(n)}
         depths = {stem(n): n for n in self.files.names

@@ -144,7 +144,9 @@ def clip_transform(
         raise ValueError(f"crops must be 1 (centre) or 3 (both ends and centre), got {crops}")
     normalise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
     if train:
-        steps = [v2.RandomResizedCrop(size, scale=scale, antialias=True)] + ([v2.RandomHorizontalFlip()] if flip else [])
+        steps = [v2.RandomResizedCrop(size, scale=scale, antialias=True)] + (
+            [v2.RandomHorizontalFlip()] if flip else []
+        )
         augment = v2.Compose(steps)
         return lambda frames: normalise(augment(frames)).transpose(0, 1)
 
@@ -276,11 +278,10 @@ def _clips_under(names: list[str], prefix: str) -> list[tuple[str, list[str]]]:
     for name in names:
         if not name.startswith(prefix):
             continue
-        parts = PurePosixPath(name[len(prefix):]).parts
+        parts = PurePosixPath(name[len(prefix) :]).parts
         if len(parts) == 2 and name.lower().endswith(VIDEO_EXTENSIONS):
             videos.append((parts[0], [name]))
         elif len(parts) == 3 and is_image(name):
             folders.setdefault((parts[0], parts[1]), []).append(name)
     clips = videos + [(cls, sorted(members)) for (cls, _), members in folders.items()]
     return sorted(clips, key=lambda c: c[1][0])
-

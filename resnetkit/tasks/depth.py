@@ -57,7 +57,9 @@ class ConvELU(nn.Sequential):
     which a 1-pixel map, the deepest one of a small input, cannot)."""
 
     def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="replicate"), nn.ELU(inplace=True))
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="replicate"), nn.ELU(inplace=True)
+        )
 
 
 class DepthDecoder(nn.Module):
@@ -72,7 +74,9 @@ class DepthDecoder(nn.Module):
     def __init__(self, channels: Sequence[int], widths: Sequence[int] = DECODER_WIDTHS, num_scales: int = 4):
         super().__init__()
         if len(widths) != len(channels):
-            raise ValueError(f"decoder widths {tuple(widths)} must name one width per encoder feature ({len(channels)})")
+            raise ValueError(
+                f"decoder widths {tuple(widths)} must name one width per encoder feature ({len(channels)})"
+            )
         if not 1 <= num_scales <= len(channels):
             raise ValueError(f"num_scales must lie in 1..{len(channels)}, got {num_scales}")
         self.num_scales = num_scales

@@ -100,8 +100,8 @@ class VideoTask(Task):
     def build_data(self, cfg: TrainConfig, device: torch.device, world: D.World) -> RunData:
         d, (clip, _) = cfg.data, split_options(dict(cfg.model.head_options))
         mean, std = KINETICS_MEAN, KINETICS_STD
-        common = dict(frames=clip["frames"], sampling=clip["sampling"], frame_stride=clip["frame_stride"],
-                      skip_broken=d.skip_broken)  # fmt: skip
+        common = {"frames": clip["frames"], "sampling": clip["sampling"], "frame_stride": clip["frame_stride"],
+                  "skip_broken": d.skip_broken}  # fmt: skip
         augment = d.augment is Augment.IMAGENET
         train_tf = clip_transform(augment, d.input_size, mean, std, flip=d.flip) if augment else \
             _first_view(clip_transform(False, d.input_size, mean, std))  # fmt: skip

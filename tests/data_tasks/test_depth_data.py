@@ -108,5 +108,7 @@ def test_transform_keeps_image_and_depth_aligned():
     assert small[1].shape == (1, 48, 48) and (small[1] == 0).sum() == 48 * 48 - 400  # padded with "no depth"
     resized = depth_transform(False, 0, (0.0,) * 3, (1.0,) * 3, base_size=20)(image, depth)
     assert resized[1].shape == (1, 20, 24) and set(resized[1].unique().tolist()) <= set(depth.unique().tolist())
-    images, depths = depth_collate([(torch.zeros(3, 4, 6), torch.ones(1, 4, 6)), (torch.zeros(3, 5, 5), torch.ones(1, 5, 5))])
+    images, depths = depth_collate(
+        [(torch.zeros(3, 4, 6), torch.ones(1, 4, 6)), (torch.zeros(3, 5, 5), torch.ones(1, 5, 5))]
+    )
     assert images.shape == (2, 3, 5, 6) and depths[0, 0, 4].sum() == 0 and depths[1, 0, :, 5].sum() == 0

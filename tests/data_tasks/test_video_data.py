@@ -112,6 +112,7 @@ def test_folder_reads_clips_and_views(tmp_path, frame_folders):
     train = VideoFolder(str(root), "train", frames=4, sampling="uniform")
     assert train.classes == ["left", "right"] and len(train) == 4 and sorted(train.labels) == [0, 0, 1, 1]
     clip, label = train[0]
+    assert label == train.labels[0]
     assert clip.shape == (3, 4, SIZE, SIZE) and clip.dtype == torch.uint8
     val = VideoFolder(str(root), "val", frames=4, train=False, clips=2, transform=clip_transform(False, 24, (0.5,) * 3,
                       (0.5,) * 3, crops=3), classes=train.classes)  # fmt: skip

@@ -13,8 +13,14 @@ import torch
 from resnetkit.cli import main
 from resnetkit.data.depth import DepthPairs
 from resnetkit.tasks.depth import (
-    colorize_depth, depth_net, gradient_matching, l1_gradient_loss, multi_scale_loss, predict_depth, silog_loss,
-)  # fmt: skip
+    colorize_depth,
+    depth_net,
+    gradient_matching,
+    l1_gradient_loss,
+    multi_scale_loss,
+    predict_depth,
+    silog_loss,
+)
 from resnetkit.tasks.depth_training import DepthTask, depth_head
 from resnetkit.tasks.training import load_task_model, task_for
 from resnetkit.train.config import load_config
@@ -92,7 +98,9 @@ def test_training_beats_the_mean_depth_baseline(tmp_path):
     predicting every pixel the training set's mean depth."""
     torch.manual_seed(0)
     data = depth_zip(tmp_path / "scenes.zip", 48, 16)
-    cfg = load_config(None, [f"data.dataset={data}", *DEPTH, HEAD.format("silog"), "epochs=8", f"out={tmp_path / 'run'}"])
+    cfg = load_config(
+        None, [f"data.dataset={data}", *DEPTH, HEAD.format("silog"), "epochs=8", f"out={tmp_path / 'run'}"]
+    )
     fit(cfg, task=task_for(cfg))
     val = json.loads((tmp_path / "run" / "summary.json").read_text())["metrics"]["val"]
     mean_depth = torch.cat([d.flatten() for _, d in DepthPairs(str(data), "train")]).mean()
@@ -128,3 +136,13 @@ def test_colorize_depth_makes_near_bright_and_invalid_black():
     depth = np.array([[1.0, 2.0, 4.0, 0.0]])
     rgb = colorize_depth(depth).astype(int)
     assert rgb[0, 0].sum() > rgb[0, 1].sum() > rgb[0, 2].sum() and rgb[0, 3].sum() == 0
+
+
+def test_a_depth_net_exports_to_onnx_with_parity(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from resnetkit.deploy.export import export_onnx
+
+    torch.manual_seed(0)
+    net = depth_net("resnet18", layers=(1, 1, 1, 1), widths=(8, 16, 32, 64), stem_width=8, max_depth=10.0)
+    report = export_onnx(net, tmp_path / "depth.onnx", inputs=torch.randn(2, 3, 32, 48))
+    assert report.ok and report.max_abs_diff < 1e-4  # depths in metres, batch 2 and 1

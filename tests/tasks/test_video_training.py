@@ -77,3 +77,14 @@ def test_tsn_and_lstm_files_rebuild(clips, tmp_path):
         split_options({"sampling": "sideways"})
     assert isinstance(task_for(load_config(None, ["model.name=resnet18", "model.head=tsn"])), VideoTask)
     assert isinstance(load_task_model.__globals__["HEADS"]["tsn"][1]("resnet18", 2), TemporalSegmentNetwork)
+
+
+def test_a_video_resnet_exports_to_onnx_with_parity(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from resnetkit import create_model
+    from resnetkit.deploy.export import export_onnx
+
+    torch.manual_seed(0)
+    model = create_model("r2plus1d_18", layers=(1, 1, 1, 1), widths=(8, 16, 32, 64), stem_width=8, num_classes=4)
+    report = export_onnx(model, tmp_path / "r2plus1d.onnx", inputs=torch.randn(2, 3, 4, 32, 32))
+    assert report.ok and report.max_abs_diff < 1e-4 and report.top1_agree == report.samples
