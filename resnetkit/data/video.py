@@ -28,7 +28,7 @@ import enum
 import io
 import random
 from collections.abc import Callable, Sequence
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .decode import ImageDecodeError
+from .decode import ImageDecodeError, decode_image
 from .dense import Files, SkipCounter
 from .layout import is_image
 
@@ -285,3 +285,20 @@ def _clips_under(names: list[str], prefix: str) -> list[tuple[str, list[str]]]:
             folders.setdefault((parts[0], parts[1]), []).append(name)
     clips = videos + [(cls, sorted(members)) for (cls, _), members in folders.items()]
     return sorted(clips, key=lambda c: c[1][0])
+
+
+def read_clip_frames(path: str | Path, frames: int, sampling: Sampling | str, frame_stride: int = 1,
+                     clips: int = 1) -> list[torch.Tensor]:  # fmt: skip
+    """The ``clips`` evenly spaced clips of one video file or frame folder, as evaluation samples them: each
+    ``(T, 3, H, W)`` uint8 (for a prediction on a single video, outside a dataset)."""
+    path, sampling = Path(path), Sampling(sampling) if isinstance(sampling, str) else sampling
+    if path.is_dir():
+        names = sorted(p for p in path.iterdir() if is_image(p.name))
+        if not names:
+            raise FileNotFoundError(f"{path}: no frames (images) in this folder")
+        picks = [sample_indices(len(names), frames, sampling, frame_stride, None, k, clips) for k in range(clips)]
+        return [torch.stack([decode_image(names[i].read_bytes()) for i in p]) for p in picks]
+    data = path.read_bytes()
+    n = count_frames(data, str(path))
+    picks = [sample_indices(n, frames, sampling, frame_stride, None, k, clips) for k in range(clips)]
+    return [torch.from_numpy(np.stack(decode_video(data, p, str(path)))).permute(0, 3, 1, 2) for p in picks]

@@ -19,6 +19,7 @@ al. 2019), and reports top-1/top-5 of those video-level scores, and the loss of 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from .. import runtime
 from ..data.transforms import Augment
-from ..data.video import Sampling, VideoFolder, clip_transform
+from ..data.video import Sampling, VideoFolder, clip_transform, read_clip_frames
 from ..errors import UserError
 from ..models import ModelRecord, Preprocess, ResNet, create_model
 from ..train import distributed as D
@@ -172,3 +173,21 @@ def evaluate_views(model: nn.Module, batches: Iterable, num_classes: int, device
         log_scores = scores.clamp_min(1e-12).log()
         meter.update(log_scores, labels, F.nll_loss(log_scores, labels).item())
     return meter
+
+
+@torch.no_grad()
+def predict_actions(model: nn.Module, source: str | Path, k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` most likely actions of one video file or frame folder, ``(class, probability)`` best first: the
+    softmax averaged over the clips and crops its record's ``task["clip"]`` options name, as evaluation does.
+
+    ``model`` is a file rebuilt by :func:`~resnetkit.tasks.training.load_task_model` (its ``record`` gives the
+    classes, the clip options and the preprocessing)."""
+    record = model.record
+    clip, pre = record.task["clip"], record.preprocess
+    views = clip_transform(False, pre.crop_size, pre.mean, pre.std, crops=clip["crops"])
+    clips = read_clip_frames(source, clip["frames"], clip["sampling"], clip["frame_stride"], clip["clips"])
+    param = next(model.parameters())
+    batch = torch.cat([views(frames) for frames in clips])[None].to(param.device, param.dtype)
+    scores = video_scores(model.eval(), batch)[0].float().cpu()
+    top = scores.topk(min(k, len(scores)))
+    return [(record.classes[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]

@@ -12,7 +12,15 @@ import pytest
 import torch
 
 from resnetkit.data.decode import ImageDecodeError
-from resnetkit.data.video import Sampling, VideoFolder, clip_transform, count_frames, decode_video, sample_indices
+from resnetkit.data.video import (
+    Sampling,
+    VideoFolder,
+    clip_transform,
+    count_frames,
+    decode_video,
+    read_clip_frames,
+    sample_indices,
+)
 from tests.data_tasks.generated import encode
 
 av = pytest.importorskip("av")
@@ -118,6 +126,11 @@ def test_folder_reads_clips_and_views(tmp_path, frame_folders):
                       (0.5,) * 3, crops=3), classes=train.classes)  # fmt: skip
     views, _ = val[1]
     assert views.shape == (6, 3, 4, 24, 24) and views.dtype == torch.float32
+    raw = VideoFolder(str(root), "val", frames=4, sampling="uniform", train=False, clips=2)
+    first, member = raw[0][0], root / raw.samples[0][1][0]
+    clip_path = member.parent if frame_folders else member
+    read = read_clip_frames(clip_path, 4, "uniform", clips=2)  # one video outside a dataset, sampled alike
+    assert len(read) == 2 and all(torch.equal(r.transpose(0, 1), f) for r, f in zip(read, first))
 
 
 def test_folder_in_a_zip_and_errors_name_files(tmp_path):

@@ -14,7 +14,7 @@ import torch
 from resnetkit.cli import main
 from resnetkit.tasks.training import load_task_model, task_for
 from resnetkit.tasks.video import FrameLSTM, TemporalSegmentNetwork
-from resnetkit.tasks.video_training import VideoTask, frame_lstm, split_options, video_scores
+from resnetkit.tasks.video_training import VideoTask, frame_lstm, predict_actions, split_options, video_scores
 from resnetkit.train.config import load_config
 from resnetkit.train.engine import fit
 from tests.data_tasks.test_video_data import motion_dataset
@@ -60,6 +60,9 @@ def test_cli_trains_the_video_recipe_and_the_file_rebuilds(clips, tmp_path, caps
     assert model.config.layers == (1, 1, 1, 1) and model(torch.randn(1, 3, 4, 32, 32)).shape == (1, 2)
     scores = video_scores(model, torch.randn(2, 6, 3, 4, 32, 32))
     assert scores.shape == (2, 2) and torch.allclose(scores.sum(1), torch.ones(2))
+    top = predict_actions(model, clips / "val" / "left" / "000.mp4")
+    assert [name for name, _ in top] in (["left", "right"], ["right", "left"])
+    assert sum(p for _, p in top) == pytest.approx(1.0) and top[0][1] >= top[1][1]
 
 
 def test_tsn_and_lstm_files_rebuild(clips, tmp_path):
