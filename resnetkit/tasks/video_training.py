@@ -89,7 +89,8 @@ class VideoTask(Task):
 
     def check(self, cfg: TrainConfig) -> None:
         used = {"qat": cfg.qat, "distill.teacher": cfg.distill.teacher, "init_from": cfg.init_from,
-                "data.mix": cfg.data.mix.value != "none"}  # fmt: skip
+                "data.mix": cfg.data.mix.value != "none",
+                "channels_last": cfg.channels_last and cfg.model.head == "video"}  # fmt: skip  # 5D weights: no NHWC
         refused = [key for key, value in used.items() if value]
         if refused:
             raise UserError(f"{', '.join(refused)}: not available for video (model.head={cfg.model.head}) yet")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from resnetkit.cli import main
+from resnetkit.errors import UserError
 from resnetkit.tasks.training import load_task_model, task_for
 from resnetkit.tasks.video import FrameLSTM, TemporalSegmentNetwork
 from resnetkit.tasks.video_training import VideoTask, frame_lstm, predict_actions, split_options, video_scores
@@ -76,6 +77,8 @@ def test_tsn_and_lstm_files_rebuild(clips, tmp_path):
     assert isinstance(model, FrameLSTM) and model.head.cell.value == "gru" and model.head.fc.in_features == 16
     assert model.backbone.config.widths == (8, 16, 32, 64) and model.backbone.num_classes == 0
     assert isinstance(frame_lstm("resnet18", 3, hidden=8, backbone_options={"layers": (1, 1, 1, 1)}), FrameLSTM)
+    with pytest.raises(UserError, match="channels_last: not available for video"):
+        VideoTask().check(load_config(None, ["model.name=r3d_18", "model.head=video", "channels_last=true"]))
     with pytest.raises(ValueError, match="'sideways' is not a valid Sampling"):
         split_options({"sampling": "sideways"})
     assert isinstance(task_for(load_config(None, ["model.name=resnet18", "model.head=tsn"])), VideoTask)
