@@ -1,9 +1,11 @@
-"""``resnetkit export MODEL``: a model file or registry name to ONNX, TorchScript or a torch.export program,
-parity-checked; with ``--int8``, to static int8 ONNX calibrated on the model's own training images (or ``--data``)."""
+"""``resnetkit export MODEL``: a model file or registry name to ONNX, TorchScript, a torch.export program, Keras,
+LiteRT or Core ML, parity-checked (Core ML: described, since it runs on macOS only); with ``--int8``, to int8 ONNX or
+LiteRT calibrated on the model's own training images (or ``--data``)."""
 
 from __future__ import annotations
 
 import argparse
+import enum
 import sys
 from pathlib import Path
 
@@ -17,8 +19,10 @@ from ..weights import load_model
 from ..workflows import calibration_images
 
 NAME = "export"
-HELP = "export a model to ONNX, TorchScript, torch.export or Keras, checked against eager PyTorch"
+HELP = "export a model to ONNX, TorchScript, torch.export, Keras, LiteRT or Core ML, checked against eager PyTorch"
 KERAS = "keras"  # not an EXPORTERS format: resnetkit.deploy.keras_export builds the Keras model itself
+TFLITE = "tflite"  # resnetkit.deploy.litert (optional litert-torch), run in the LiteRT interpreter
+COREML = "coreml"  # resnetkit.deploy.coreml (optional coremltools); its predictions run on macOS only
 PARITY_BATCH = 8  # images in the parity check (plus one single-image batch)
 INT8_CHECK_IMAGES = 64  # held-out training images the int8 check runs: one top-1 flip is 1.5%, the pass mark 95%
 
@@ -26,9 +30,11 @@ INT8_CHECK_IMAGES = 64  # held-out training images the int8 check runs: one top-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a model file (a run's best.safetensors, converted or published weights) or a "
                         "registry name")  # fmt: skip
-    parser.add_argument("--format", choices=[*(f.value for f in Format), KERAS], default=Format.ONNX.value,
-                        help="onnx (run by ONNX Runtime), torchscript (traced), exported (torch.export "
-                        ".pt2) or keras (a Keras 3 .keras model, checked under Keras' torch backend)")  # fmt: skip
+    parser.add_argument("--format", choices=[*(f.value for f in Format), KERAS, TFLITE, COREML],
+                        default=Format.ONNX.value, help="onnx (run by ONNX Runtime), torchscript (traced), exported "
+                        "(torch.export .pt2), keras (a Keras 3 .keras model, checked under Keras' torch backend), "
+                        "tflite (LiteRT, checked in its interpreter) or coreml (an ML Program .mlpackage taking "
+                        "raw-pixel images; checked for its interface, not run: Core ML predicts on macOS only)")  # fmt: skip
     parser.add_argument("--fuse", action="store_true", help="fold BatchNorm into the convolutions first")
     parser.add_argument("--out", help="file to write (default: beside the model file, e.g. best.onnx, best-fused.pt2, "
                         "best-int8.onnx; for a registry name, in the current folder)")  # fmt: skip
@@ -36,12 +42,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "passes; exit status 1 above it (default: 1e-4; with --int8: the fp32 step's)")  # fmt: skip
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or later (default: 18)")
     parser.add_argument("--int8", action="store_true", help="static int8 ONNX (ONNX Runtime QDQ, per-channel "
-                        "weights) calibrated on training images; passes on top-1 agreement with eager")  # fmt: skip
+                        "weights) or LiteRT (full-integer) calibrated on training images; passes on top-1 agreement "
+                        "with eager")  # fmt: skip
+    parser.add_argument("--int8-mode", choices=["static", "dynamic"], default="static", help="with --format tflite "
+                        "--int8: static (full-integer, calibrated; default) or dynamic (dynamic-range: int8 weights, "
+                        "activations quantized per call)")  # fmt: skip
+    parser.add_argument("--fp16", action="store_true", help="with --format coreml: float16 weights and arithmetic")
     parser.add_argument("--calibration-images", type=int, default=512, metavar="N",
                         help="with --int8: calibrate on the first N training images (default: 512)")  # fmt: skip
     calibration = DEFAULT_CALIBRATION.value
     parser.add_argument("--calibration", choices=[c.value for c in Calibration], default=calibration,
-                        help=f"with --int8: how activation ranges are chosen (default: {calibration})")  # fmt: skip
+                        help=f"with --int8 (ONNX): how activation ranges are chosen (default: {calibration})")  # fmt: skip
     parser.add_argument("--data", help="with --int8: calibrate on this dataset (folder, .zip, cifar10, ...) "
                         "instead of the model's own; needed for weights not trained by resnetkit")  # fmt: skip
 
@@ -49,10 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export ``args.model``; print the parity line; 0 if it passes (within ``args.atol`` of eager, or for
     ``--int8`` enough top-1 agreement), 1 if not."""
-    if args.int8 and args.format != Format.ONNX.value:
-        raise ValueError(f"--int8 writes ONNX (run by ONNX Runtime); it does not work with --format {args.format}")
+    if args.int8 and args.format not in (Format.ONNX.value, TFLITE):
+        raise ValueError(f"--int8 writes ONNX or LiteRT (--format onnx or tflite), not --format {args.format}")
+    if args.int8_mode != "static" and not (args.int8 and args.format == TFLITE):
+        raise ValueError("--int8-mode chooses how --int8 --format tflite quantizes; add --int8 --format tflite")
+    if args.fp16 and args.format != COREML:
+        raise ValueError(f"--fp16 is for --format coreml; it does not work with --format {args.format}")
     if args.format == KERAS:
         return _export_keras(args)
+    if args.format == TFLITE:
+        return _export_tflite(args)
+    if args.format == COREML:
+        return _export_coreml(args)
     fmt = Format(args.format)
     if args.data and not args.int8:
         raise ValueError("--data chooses the calibration images of --int8; add --int8")
@@ -109,7 +128,78 @@ def _export_keras(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_export_path(model: str | Path, fmt: Format, fused: bool, int8: bool = False) -> Path:
+def _export_tflite(args: argparse.Namespace) -> int:
+    """A classifier to LiteRT: fp32 checked within ``--atol`` in the LiteRT interpreter, or int8 (static: calibrated
+    on the first N training images, checked on the next :data:`INT8_CHECK_IMAGES`; dynamic: checked on them)."""
+    from ..deploy.litert import Int8Mode, LiteRTFormat, export_tflite, export_tflite_int8
+
+    model = _edge_model(args, "LiteRT")
+    exported = fuse_model(model) if args.fuse else model
+    path = Path(args.out) if args.out else default_export_path(args.model, LiteRTFormat.TFLITE, args.fuse, args.int8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.int8:
+            mode = Int8Mode(args.int8_mode)
+            calibration, held_out = _calibration_split(args, model, static=mode is Int8Mode.STATIC)
+            report = export_tflite_int8(exported, path, calibration, mode=mode, reference=model, inputs=held_out)
+        else:
+            pre = model.record.preprocess
+            inputs = sample_images(PARITY_BATCH, pre.crop_size, len(pre.mean), pre.mean, pre.std)
+            report = export_tflite(exported, path, reference=model, inputs=inputs, atol=args.atol)
+    except ParityError as err:
+        print(err.report.line())
+        print(f"resnetkit export: error: {path} does not match the eager model ({_shortfall(err.report)})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(report.line())
+    return 0
+
+
+def _export_coreml(args: argparse.Namespace) -> int:
+    """A classifier to a Core ML ML Program taking raw-pixel images, its preprocessing and labels inside; prints
+    what the saved package says about itself (its predictions need macOS)."""
+    from ..deploy.coreml import CoreMLFormat, export_coreml
+
+    model = _edge_model(args, "Core ML")
+    exported = fuse_model(model) if args.fuse else model
+    exported.record = model.record
+    path = Path(args.out) if args.out else default_export_path(args.model, CoreMLFormat.COREML, args.fuse)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(export_coreml(exported, path, fp16=args.fp16).line())
+    return 0
+
+
+def _edge_model(args: argparse.Namespace, route: str) -> nn.Module:
+    from ..tasks.predict import is_task_file
+
+    if is_task_file(args.model):
+        raise ValueError(f"detection and segmentation models export to fp32 ONNX (--format onnx), not {route}")
+    return load_model(args.model).eval()
+
+
+def _calibration_split(args: argparse.Namespace, model: nn.Module, static: bool = True):
+    """The first ``--calibration-images`` training images and the next :data:`INT8_CHECK_IMAGES` to check on; for
+    dynamic-range int8 (no calibration) of weights that do not name their data and no ``--data``, image-like
+    samples to check on."""
+    count = args.calibration_images
+    if count < 2:
+        raise ValueError(f"--calibration-images must be at least 2 (a few hundred in real use), got {count}")
+    if not static and not model.record.train_config and not args.data:
+        pre = model.record.preprocess
+        images = sample_images(INT8_CHECK_IMAGES, pre.crop_size, len(pre.mean), pre.mean, pre.std)
+        return images, images
+    images = calibration_images(model.record, count + INT8_CHECK_IMAGES, dataset=args.data)
+    calibration, held_out = images[:count], images[count:]
+    dataset = args.data or model.record.train_config["data"]["dataset"]
+    if len(held_out) < 2:
+        raise ValueError(f"{dataset} has {len(images)} training images, too few to calibrate on {count} and check "
+                         f"on {INT8_CHECK_IMAGES} more; lower --calibration-images")  # fmt: skip
+    if static:
+        print(f"calibrating on {count} training images of {dataset}, checking on the next {len(held_out)}")
+    return calibration, held_out
+
+
+def default_export_path(model: str | Path, fmt: Format | enum.Enum, fused: bool, int8: bool = False) -> Path:
     """Beside the model file: ``best.safetensors`` -> ``best.onnx``, ``best-fused.pt2``, ``best-fused-int8.onnx``,
     ...; a registry name ``resnet50.tv2_in1k`` -> ``resnet50.tv2_in1k.onnx`` in the current folder."""
     path = Path(model)

@@ -190,13 +190,19 @@ EXPORTERS: dict[Format, Callable[..., ParityReport]] = {
 
 
 def check_parity(
-    fmt: Format, path: str | Path, reference: nn.Module, inputs: torch.Tensor, atol: float = DEFAULT_ATOL
+    fmt: Format,
+    path: str | Path,
+    reference: nn.Module,
+    inputs: torch.Tensor,
+    atol: float = DEFAULT_ATOL,
+    run: Runner | None = None,
 ) -> ParityReport:
     """Run an exported file on ``inputs`` and on ``inputs[:1]`` and compare it with eager ``reference``.
 
     Returns the report without raising; the ``export_*`` functions raise :class:`ParityError` when it fails.
+    ``run`` runs the file for a route outside :class:`Format` (LiteRT, Keras), ``fmt`` then only names it.
     """
-    run = load_runner(fmt, path)
+    run = load_runner(fmt, path) if run is None else run
     reference.eval()
     diffs, agree, batches = [], 0, (inputs, inputs[:1])
     with torch.no_grad():
