@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from .draw import draw_detections, draw_segmentation, save_image
-from .training import HEADS, load_task_model
+from .training import HEADS, load_task_model, segment
 
 SCORE_THRESHOLD = 0.5  # detections drawn and listed
 
@@ -52,11 +51,8 @@ class TaskPredictor:
         if self.kind == "detection":
             return {k: v.cpu() for k, v in self.model([x])[0].items()}
         record = self.model.record
-        base = record.task.get("base_size") or 0
-        small = TF.resize(x, [base], antialias=True) if base else x
-        small = TF.normalize(small, list(record.preprocess.mean), list(record.preprocess.std))
-        logits = self.model(small[None])["out"]
-        logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        x = TF.normalize(x, list(record.preprocess.mean), list(record.preprocess.std))
+        logits = segment(self.model, x[None], record.task.get("base_size") or 0)
         return {"labels": logits.argmax(1)[0].cpu()}
 
     def annotate(self, image: torch.Tensor, prediction: dict[str, torch.Tensor]) -> torch.Tensor:

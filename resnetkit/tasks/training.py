@@ -23,16 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import functional as TF
 
 from .. import runtime
 from ..data import IMAGENET_MEAN, IMAGENET_STD
 from ..data.dense import IGNORE
 from ..errors import UserError
-from ..models import ModelRecord, Preprocess, get_variant
+from ..models import ModelRecord, Preprocess
 from ..train import distributed as D
 from ..train.config import TrainConfig
 from ..train.data import RunData, train_loader
-from ..train.task import Classification, Task, Trainer, recipe_summary
+from ..train.task import Classification, Task, Trainer, options_of, recipe_summary
 from ..train.task_metrics import DetectionMeter, SegmentationMeter
 from ..weights import load_checked, read_any
 from ..weights.hub import resolve
@@ -110,9 +111,7 @@ def load_task_model(source: str | Path) -> nn.Module:
 def backbone_options(record: ModelRecord) -> dict[str, Any]:
     """The ``create_model`` overrides that turn the record's variant into its backbone config (less those the
     head's own arguments set, such as ``output_stride``)."""
-    ours, default = record.config.to_dict(), get_variant(record.arch).config.to_dict()
-    skip = {"num_classes", "in_chans", *record.task.get("options", {})}
-    return {k: v for k, v in ours.items() if v != default[k] and k not in skip}
+    return options_of(record, skip=record.task.get("options", {}))
 
 
 class _DenseTask(Task):
@@ -179,8 +178,9 @@ class Segmentation(_DenseTask):
         train_tf = segmentation_transform(True, d.input_size, mean, std, scale_range=tuple(d.scale_range), flip=d.flip,
                                           base_size=base)  # fmt: skip
         train_set = SegmentationDataset(d.dataset, "train", train_tf, **common)
-        val_set = SegmentationDataset(d.dataset, "val", segmentation_transform(False, d.input_size, mean, std,
-                                                                               base_size=base), **common)  # fmt: skip
+        # validation at the labels' own resolution: the model sees the image at base_size, its logits are resized back
+        val_set = SegmentationDataset(d.dataset, "val", segmentation_transform(False, d.input_size, mean, std),
+                                      **common)  # fmt: skip
         classes = list(d.classes) or train_set.classes
         if not classes:
             raise UserError(f"{d.dataset} names no classes (no classes.txt): give data.classes=[...]")
@@ -196,9 +196,20 @@ class Segmentation(_DenseTask):
         meter = SegmentationMeter(data.num_classes, IGNORE, list(data.classes))
         for images, masks in batches:
             with runtime.autocast(data.device, cfg.precision):
-                logits = model(images)["out"]
-            meter.update(logits.float(), masks, F.cross_entropy(logits.float(), masks, ignore_index=IGNORE).item())
+                logits = segment(model, images, cfg.data.base_size)
+            meter.update(logits, masks, F.cross_entropy(logits, masks, ignore_index=IGNORE).item())
         return meter
+
+
+def segment(model: nn.Module, images: torch.Tensor, base_size: int = 0) -> torch.Tensor:
+    """Float32 logits ``(B, K, H, W)`` for normalised ``images`` ``(B, 3, H, W)``: the model sees them with the
+    shorter side resized to ``base_size`` (its training scale; 0: as they are), and its logits are resized back, so
+    every pixel of the original is labelled (as mmseg's and torchvision's references evaluate)."""
+    size = images.shape[-2:]
+    if base_size and min(size) != base_size:
+        images = TF.resize(images, [base_size], antialias=True)
+    logits = model(images)["out"].float()
+    return logits if logits.shape[-2:] == size else F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 def segmentation_loss(outputs: dict[str, torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
