@@ -18,12 +18,20 @@ from resnetkit.train.optim import lr_factor, param_groups
 
 
 def test_every_shipped_recipe_parses(tmp_path):
+    from resnetkit.tasks import task_for
+
     names = sorted(p.stem for p in RECIPES.glob("*.yaml"))
-    assert names == ["cifar10_cpu", "cifar10_paper", "digits", "imagenet_resnet50_tv1"]
+    assert names == ["balloon_maskrcnn", "camvid_deeplabv3", "cifar10_cpu", "cifar10_paper", "depth_folder", "digits",
+                     "imagenet_resnet50_tv1", "video_clips"]  # fmt: skip
+    tasks = {}
     for name in names:
-        folder = [f"data.dataset={tmp_path}"] if name == "imagenet_resnet50_tv1" else []  # its path is a placeholder
+        builtin = load_config(recipe_path(name), check_data=False).data.dataset in ("digits", "cifar10")
+        folder = [] if builtin else [f"data.dataset={tmp_path}"]  # their paths are placeholders or shared data
         cfg = load_config(recipe_path(name), folder)
         assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+        tasks[name] = task_for(cfg).name
+    assert tasks["balloon_maskrcnn"] == "detection" and tasks["camvid_deeplabv3"] == "segmentation"
+    assert (tasks["depth_folder"], tasks["video_clips"], tasks["digits"]) == ("depth", "video", "classification")
     with pytest.raises(FileNotFoundError, match="/path/to/imagenet/train does not exist"):
         load_config(recipe_path("imagenet_resnet50_tv1"))
 
@@ -110,7 +118,7 @@ def test_build_data_lets_an_error_of_the_device_loader_through(monkeypatch):
 
 
 def test_unknown_recipe_lists_the_shipped_ones():
-    with pytest.raises(FileNotFoundError, match="shipped: cifar10_cpu, cifar10_paper, digits"):
+    with pytest.raises(FileNotFoundError, match="shipped: balloon_maskrcnn, camvid_deeplabv3, cifar10_cpu, cifar10_paper, depth_folder, digits"):
         recipe_path("imagenet")
 
 

@@ -12,7 +12,8 @@ HELP = "train a model from a recipe (default: the embedded digits demo)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", nargs="?", help="recipe file or shipped recipe name (digits, cifar10_paper, "
-                        "cifar10_cpu, imagenet_resnet50_tv1); default: digits")  # fmt: skip
+                        "cifar10_cpu, imagenet_resnet50_tv1, camvid_deeplabv3, balloon_maskrcnn, video_clips, "
+                        "depth_folder); default: digits")  # fmt: skip
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="e.g. optim.lr=0.05 model.name=cifar_resnet56")  # fmt: skip
     parser.add_argument("--out", help="run directory (checkpoints, log, plot, summary.json)")
