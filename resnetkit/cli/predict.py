@@ -72,8 +72,9 @@ def _run_task(args: argparse.Namespace) -> int:
         raise UserError("--cam is for classifiers; detection and segmentation models draw their answer with --out DIR")
     predictor = TaskPredictor.load(args.model)
     paths = []
-    for item in map(Path, args.images):
-        paths += sorted(p for p in item.rglob("*") if p.is_file() and is_image(p.name)) if item.is_dir() else [item]
+    for item in map(Path, args.images):  # a folder of images; for a video model, a folder is one clip's frames
+        images = predictor.kind != "video" and item.is_dir()
+        paths += sorted(p for p in item.rglob("*") if p.is_file() and is_image(p.name)) if images else [item]
     failures = 0
     for path in tqdm(paths, desc="predict", unit="image", disable=len(paths) < 2, leave=False):
         try:
@@ -84,9 +85,15 @@ def _run_task(args: argparse.Namespace) -> int:
             continue
         if "detections" in result:
             shown = ", ".join(f"{d['class']} {100 * d['score']:.0f}%" for d in result["detections"]) or "nothing"
+        elif "top5" in result:
+            shown = ", ".join(f"{a['class']} {100 * a['probability']:.1f}%" for a in result["top5"])
+        elif "depth_m" in result:
+            d = result["depth_m"]
+            where = f"{args.out}/{path.stem}.png" if args.out else path.with_name(f"{path.stem}_depth.png")
+            shown = f"depth {d['min']:.2f}-{d['max']:.2f} m (median {d['median']:.2f}); wrote {where}"
         else:
             shown = ", ".join(f"{name} {100 * share:.1f}%" for name, share in result["pixels"].items())
         print(f"{path}: {shown}")
     if args.out:
-        print(f"wrote {len(paths) - failures} annotated image(s) and JSON to {args.out}/")
+        print(f"wrote {len(paths) - failures} prediction(s) to {args.out}/")
     return 1 if failures else 0

@@ -1,4 +1,5 @@
-"""Predictions of detection and segmentation models on image files: a picture and a JSON per image.
+"""Predictions of task models on files: a picture and a JSON per image (detection, segmentation, depth), the top-5
+actions of a clip (video).
 
 :class:`TaskPredictor` runs a model rebuilt by :func:`~resnetkit.tasks.training.load_task_model` on images of any
 size: a segmentation model sees the image resized as in training (shorter side ``base_size``) and normalised, its
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from .depth import colorize_depth, predict_depth
 from .draw import draw_detections, draw_segmentation, save_image
 from .training import HEADS, load_task_model, segment
 
@@ -47,6 +49,8 @@ class TaskPredictor:
     def predict(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(3, H, W)`` uint8 -> segmentation ``{"labels": (H, W)}``, or the detector's ``boxes``, ``scores``,
         ``labels`` (and ``masks``) in the image's coordinates."""
+        if self.kind == "depth":
+            return {"depth": predict_depth(self.model, image)}
         x = TF.to_dtype(image.to(self.device), torch.float32, scale=True)
         if self.kind == "detection":
             return {k: v.cpu() for k, v in self.model([x])[0].items()}
@@ -59,6 +63,8 @@ class TaskPredictor:
         """The image with the prediction drawn: boxes, class and score, masks; or a coloured overlay and legend."""
         if self.kind == "detection":
             return draw_detections(image, prediction, self.classes, score_threshold=SCORE_THRESHOLD)
+        if self.kind == "depth":
+            return torch.from_numpy(colorize_depth(prediction["depth"])).permute(2, 0, 1).contiguous()
         return draw_segmentation(image, prediction["labels"], self.classes)
 
     def to_json(self, prediction: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -70,15 +76,23 @@ class TaskPredictor:
                                     "box": [round(float(v), 1) for v in box]}
                                    for box, score, label in zip(prediction["boxes"][keep], prediction["scores"][keep],
                                                                 prediction["labels"][keep])]}  # fmt: skip
+        if self.kind == "depth":
+            depth = prediction["depth"]
+            return {"depth_m": {"min": round(float(depth.min()), 3), "median": round(float(depth.median()), 3),
+                                "max": round(float(depth.max()), 3)}}  # fmt: skip
         labels = prediction["labels"]
         counts = torch.bincount(labels.flatten(), minlength=len(self.classes)).tolist()
         return {"pixels": {name: round(n / labels.numel(), 4) for name, n in zip(self.classes, counts) if n}}
 
     def predict_file(self, path: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
-        """Predict one image file; with ``out_dir``, write ``<stem>.png`` (annotated) and ``<stem>.json`` there."""
+        """Predict one image file (a video file or frame folder for a video model); with ``out_dir``, write
+        ``<stem>.png`` (annotated: boxes and masks, a class overlay, or the coloured depth map) and ``<stem>.json``
+        there. A depth model without ``out_dir`` writes ``<stem>_depth.png`` beside the input."""
         from ..data.folder import ImageDecodeError, decode_image
 
         path = Path(path)
+        if self.kind == "video":
+            return self._predict_clip(path, out_dir)
         try:
             image = decode_image(path.read_bytes())
         except (OSError, ImageDecodeError) as err:
@@ -90,6 +104,18 @@ class TaskPredictor:
             out.mkdir(parents=True, exist_ok=True)
             save_image(self.annotate(image, prediction), out / f"{path.stem}.png")
             _write_json(out / f"{path.stem}.json", result)
+        elif self.kind == "depth":
+            save_image(self.annotate(image, prediction), path.with_name(f"{path.stem}_depth.png"))
+        return result
+
+    def _predict_clip(self, path: Path, out_dir: str | Path | None) -> dict[str, Any]:
+        from .video_training import predict_actions
+
+        result = {"clip": str(path), "top5": [{"class": name, "probability": round(p, 4)}
+                                              for name, p in predict_actions(self.model, path, k=5)]}  # fmt: skip
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            _write_json(Path(out_dir) / f"{path.stem}.json", result)
         return result
 
 
@@ -102,7 +128,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def is_task_file(source: str | Path) -> bool:
-    """Whether ``source`` is a model file holding a detection or segmentation model (reads its header only)."""
+    """Whether ``source`` is a model file holding a task model (detection, segmentation, video, depth; reads its
+    header only)."""
     from ..weights.format import is_resnetkit_file, read_record
 
     path = Path(source)

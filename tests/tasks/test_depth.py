@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 
@@ -133,6 +134,11 @@ def test_cli_trains_the_depth_recipe_and_the_file_rebuilds(tmp_path, capsys):
     assert depth.shape == (32, 32) and 0.1 <= depth.min() and depth.max() <= 10.0
     rgb = colorize_depth(depth)
     assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
+    frame = tmp_path / "frame.png"
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(frame)
+    capsys.readouterr()
+    assert main(["predict", str(out / "best.safetensors"), str(frame)]) == 0  # writes the map beside the input
+    assert "wrote" in capsys.readouterr().out and np.array_equal(np.asarray(Image.open(tmp_path / "frame_depth.png")), rgb)
     assert isinstance(task_for(load_config(None, ["model.name=resnet18", "model.head=depth"])), DepthTask)
 
 

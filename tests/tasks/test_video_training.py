@@ -64,6 +64,12 @@ def test_cli_trains_the_video_recipe_and_the_file_rebuilds(clips, tmp_path, caps
     top = predict_actions(model, clips / "val" / "left" / "000.mp4")
     assert [name for name, _ in top] in (["left", "right"], ["right", "left"])
     assert sum(p for _, p in top) == pytest.approx(1.0) and top[0][1] >= top[1][1]
+    capsys.readouterr()
+    assert main(["predict", str(out / "best.safetensors"), str(clips / "val" / "left" / "000.mp4"), "--out",
+                 str(tmp_path / "pred")]) == 0  # fmt: skip
+    assert "000.mp4: " in capsys.readouterr().out
+    written = json.loads((tmp_path / "pred" / "000.json").read_text())
+    assert [a["class"] for a in written["top5"]] == [name for name, _ in top]
 
 
 def test_tsn_and_lstm_files_rebuild(clips, tmp_path):
