@@ -22,7 +22,7 @@ from .conftest import randomize_norms
 
 pytest.importorskip("coremltools", reason="Core ML export needs coremltools (pip install 'resnetkit[coreml]')")
 
-from resnetkit.deploy.coreml import ImageScaling, RawPixelClassifier, describe_coreml, export_coreml  # noqa: E402
+from resnetkit.deploy.coreml import ImageScaling, RawPixelClassifier, describe_coreml, export_coreml
 
 CIFAR = Preprocess.square(32, (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))  # unequal stds: a channel multiply
 # the program's ops for these networks: nothing a Core ML ML Program cannot run on the Neural Engine or GPU

@@ -11,7 +11,6 @@ import importlib.util
 
 import numpy as np
 import pytest
-import torch
 
 from resnetkit import create_model, load_model
 from resnetkit.cli import main
@@ -110,3 +109,22 @@ def test_cli_without_litert_says_what_to_install(tiny_checkpoint, capsys):
 def test_cli_int8_mode_belongs_to_tflite_int8(tiny_checkpoint, capsys):
     assert main(["export", str(tiny_checkpoint), "--format", "onnx", "--int8", "--int8-mode", "dynamic"]) == 2
     assert "--int8-mode chooses how --int8 --format tflite quantizes" in capsys.readouterr().err
+
+
+@needs_litert
+def test_bench_times_the_litert_routes_with_xnnpack():
+    from resnetkit.deploy.bench import BenchSettings, Route, bench
+
+    model = create_model("cifar_resnet20", num_classes=5, layers=(1, 1, 1)).eval()
+    settings = BenchSettings(input_size=32, batch=2, repeats=2, warmup=1, threads=1)
+    results = bench(model, [Route.TFLITE, Route.TFLITE_INT8], settings)
+    assert [(r.route, r.batch) for r in results] == [("tflite", 1), ("tflite", 2), ("tflite_int8", 1),
+                                                     ("tflite_int8", 2)]  # fmt: skip
+    fp32, int8 = results[0], results[2]
+    assert fp32.latency_ms > 0 and int8.file_bytes < fp32.file_bytes / 2
+
+
+def test_bench_offers_the_litert_routes_only_when_installed():
+    from resnetkit.deploy.bench import Route, available_routes
+
+    assert (Route.TFLITE in available_routes()) == (Route.TFLITE_INT8 in available_routes()) == HAVE_LITERT

@@ -19,8 +19,8 @@ from resnetkit.weights.format import read_record, save_weights
 from .conftest import randomize_norms
 
 # cifar_mobilenet_v2 cut to two small stages, so that an epoch on the digits takes a second on one core
-TINY_MOBILE = ["model.name=cifar_mobilenet_v2", "model.options={stem_width: 8, head_width: 32, stages: "
-               "[{channels: 8, units: 1, stride: 1, expansion: 1}, {channels: 16, units: 2, stride: 2, expansion: 2}]}",
+TINY_MOBILE = ["model.name=cifar_mobilenet_v2", ("model.options={stem_width: 8, head_width: 32, stages: [{channels: 8, "
+               "units: 1, stride: 1, expansion: 1}, {channels: 16, units: 2, stride: 2, expansion: 2}]}"),
                "data.input_size=16", "progress=false", "optim.schedule=cosine", "optim.lr=0.05"]  # fmt: skip
 
 

@@ -16,8 +16,8 @@ from ..weights import load_model
 from ..workflows import calibration_images
 
 NAME = "bench"
-HELP = ("latency and throughput of every inference route (eager, fused, compiled, ONNX Runtime, OpenVINO, int8), "
-        "with MACs, params and file size")  # fmt: skip
+HELP = ("latency and throughput of every inference route (eager, fused, compiled, ONNX Runtime, OpenVINO, LiteRT, "
+        "int8), with MACs, params and file size")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,10 @@ Each route turns the same eval-mode network into a function from an input batch 
   on CPUs with bf16 units OpenVINO would otherwise run bf16 and the comparison would not be fp32 against fp32).
 * ``int8``: static int8 ONNX (per-channel weights, calibrated activations, see :mod:`.quantize`) run by ONNX
   Runtime; ``openvino_int8`` runs the same int8 file with OpenVINO.
+* ``tflite``: the model converted to LiteRT by litert-torch (:mod:`.litert`, parity-checked) and run by the LiteRT
+  interpreter with its XNNPACK CPU delegate; ``tflite_int8`` the full-integer int8 file, calibrated like ``int8``.
+  Both need the ``litert`` extra. A LiteRT file takes one image per call, as on a phone, so its larger-batch
+  throughput is that of a loop over images.
 
 Every route is timed the same way: ``warmup`` calls, then ``repeats`` timed calls; the latency is the median call
 time (``time.perf_counter``), at batch 1 and at a larger batch, whose throughput is ``batch / median``. Threads
@@ -22,8 +26,9 @@ it would ship (safetensors for PyTorch routes, the ``.onnx`` otherwise).
 
 from __future__ import annotations
 
-import enum
 import copy
+import enum
+import importlib.util
 import statistics
 import tempfile
 import time
@@ -55,11 +60,13 @@ class Route(enum.Enum):
     OPENVINO = "openvino"
     INT8 = "int8"
     OPENVINO_INT8 = "openvino_int8"
+    TFLITE = "tflite"
+    TFLITE_INT8 = "tflite_int8"
 
     @property
     def is_int8(self) -> bool:
-        """Runs the static int8 ONNX model, which is calibrated on ``BenchSettings.calibration``."""
-        return self in (Route.INT8, Route.OPENVINO_INT8)
+        """Runs a static int8 model, which is calibrated on ``BenchSettings.calibration``."""
+        return self in (Route.INT8, Route.OPENVINO_INT8, Route.TFLITE_INT8)
 
 
 @dataclass(frozen=True)
@@ -105,12 +112,14 @@ class BenchSettings:
 
 
 def available_routes() -> list[Route]:
-    """Every route whose runtime is installed (OpenVINO is optional)."""
+    """Every route whose runtime is installed (OpenVINO and LiteRT are optional)."""
     routes = list(Route)
     try:
         import openvino  # noqa: F401
     except ImportError:
         routes = [r for r in routes if r not in (Route.OPENVINO, Route.OPENVINO_INT8)]
+    if not all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert")):
+        routes = [r for r in routes if r not in (Route.TFLITE, Route.TFLITE_INT8)]
     return routes
 
 
@@ -163,6 +172,8 @@ def prepare(route: Route, model: nn.Module, settings: BenchSettings, directory: 
         module = _compiled(fused, size, in_chans) if route is Route.COMPILED else fused
         return Prepared(_torch_runner(module), count_params(fused), macs, _safetensors_bytes(fused), in_chans,
                         channels_last=True)  # fmt: skip
+    if route in (Route.TFLITE, Route.TFLITE_INT8):
+        return _prepare_tflite(route, model, settings, directory, threads, macs)
     onnx_path = _fp32_onnx(model, size, in_chans, directory)
     if route.is_int8:
         onnx_path = _int8_onnx(onnx_path, settings, in_chans)
@@ -280,6 +291,24 @@ def _int8_onnx(fp32_path: Path, settings: BenchSettings, in_chans: int) -> Path:
     return path
 
 
+def _prepare_tflite(route: Route, model: nn.Module, settings: BenchSettings, directory: Path, threads: int,
+                    macs: int) -> Prepared:  # fmt: skip
+    """The LiteRT file of the route (fp32 checked within 1e-4 of eager; int8 calibrated and checked on agreement)
+    in the interpreter, XNNPACK on ``threads`` threads."""
+    from .litert import export_tflite, export_tflite_int8, tflite_runner
+
+    size, in_chans = settings.input_size, _in_chans(model)
+    path = directory / f"{route.value}.tflite"
+    if route is Route.TFLITE:
+        export_tflite(model, path, inputs=sample_images(4, size, in_chans))
+    else:
+        calibration = settings.calibration
+        if calibration is None:
+            calibration = sample_images(64, size, in_chans, seed=2)
+        export_tflite_int8(model, path, calibration, inputs=calibration[:8], min_top1_agreement=0.0)
+    return Prepared(tflite_runner(path, threads), count_params(model), macs, path.stat().st_size, in_chans)
+
+
 def _safetensors_bytes(model: nn.Module) -> int:
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     return len(safetensors.torch.save(tensors))
@@ -319,9 +348,9 @@ def machine_note(threads: int) -> str:
 def runtime_versions() -> str:
     """Versions of torch and of the optional runtimes that are installed."""
     versions = [f"torch {torch.__version__}"]
-    for module in ("onnxruntime", "openvino"):
+    for module in ("onnxruntime", "openvino", "ai_edge_litert"):
         try:
             versions.append(f"{module} {__import__(module).__version__}")
-        except ImportError:
+        except (ImportError, AttributeError):
             pass
     return ", ".join(versions)
