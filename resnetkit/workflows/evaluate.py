@@ -134,40 +134,61 @@ def _checked(meter: ClassificationMeter, source: str) -> ClassificationMeter:
 
 @dataclass
 class TaskReport:
-    """A detection or segmentation model's metrics on a split of its run's data (COCO AP or mean IoU)."""
+    """A task model's metrics on the val split of its run's data: mean IoU (segmentation), COCO AP (detection),
+    top-1 over clips (video) or the depth errors (depth), with the per-class results where the task has them."""
 
     checkpoint: str
     dataset: str
     split: str
     task: str
     summary: dict[str, float]
-    per_class: dict[str, dict[str, float]]
+    details: dict[str, Any]
+    classes: list[str]
     images: int
 
     def to_dict(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "dataset": self.dataset, "split": self.split, "task": self.task,
-                "images": self.images, **self.summary, "per_class": self.per_class}  # fmt: skip
+                "images": self.images, **self.summary, **self.details}  # fmt: skip
 
     def text(self) -> str:
+        lines = [f"{self.checkpoint} on {self.dataset} [{self.split}], {self.images} {self._unit}: {self._headline()}"]
+        per_class = self._per_class()
+        if per_class:
+            width = max(len(c) for c in per_class)
+            lines += ["", "per class:"]
+            lines += [f"  {name:<{width}}  " + "  ".join(f"{key} {100 * v:6.2f}%" for key, v in values.items())
+                      for name, values in per_class.items()]  # fmt: skip
+        return "\n".join(lines)
+
+    @property
+    def _unit(self) -> str:
+        return "clips" if self.task == "video" else "images"
+
+    def _headline(self) -> str:
         s = self.summary
         if self.task == "segmentation":
-            head = (f"mean IoU {100 * s['miou']:.2f}%, pixel accuracy {100 * s['pixel_acc']:.2f}%, "
+            return (f"mean IoU {100 * s['miou']:.2f}%, pixel accuracy {100 * s['pixel_acc']:.2f}%, "
                     f"mean class accuracy {100 * s['mean_acc']:.2f}%")  # fmt: skip
-        else:
+        if self.task == "detection":
             kinds = ["bbox"] + (["segm"] if "segm_map" in s else [])
-            head = "; ".join(f"{k} AP {100 * s[f'{k}_map']:.1f}, AP50 {100 * s[f'{k}_map50']:.1f}, "
+            return "; ".join(f"{k} AP {100 * s[f'{k}_map']:.1f}, AP50 {100 * s[f'{k}_map50']:.1f}, "
                              f"AP75 {100 * s[f'{k}_map75']:.1f}" for k in kinds)  # fmt: skip
-        lines = [f"{self.checkpoint} on {self.dataset} [{self.split}], {self.images} images: {head}", "", "per class:"]
-        width = max(len(c) for c in self.per_class)
-        for name, values in self.per_class.items():
-            shown = "  ".join(f"{key} {100 * v:6.2f}%" for key, v in values.items())
-            lines.append(f"  {name:<{width}}  {shown}")
-        return "\n".join(lines)
+        if self.task == "video":
+            return f"top-1 {100 * s['top1']:.2f}%, top-5 {100 * s['top5']:.2f}%, loss {s['loss']:.4f}"
+        shown = [k for k in s if k not in ("count", "images", "loss")] + [k for k in ("loss",) if k in s]
+        return ", ".join(f"{k} {s[k]:.4f}" for k in shown)
+
+    def _per_class(self) -> dict[str, dict[str, float]]:
+        if "per_class" in self.details:
+            return self.details["per_class"]
+        if "per_class_top1" in self.details:
+            return {c: {"top-1": a} for c, a in zip(self.classes, self.details["per_class_top1"])}
+        return {}
 
 
 def evaluate_task_model(source: str, split: str | None, dataset: str | None, device: torch.device) -> TaskReport:
-    """A detection or segmentation model file on the val split of its run's data, rebuilt from the file's training
-    config (or on the val split of ``dataset``, another dataset in the same layout with the same classes)."""
+    """A task model file (detection, segmentation, video, depth) on the val split of its run's data, rebuilt from
+    the file's training config (or on the val split of ``dataset``, another dataset in the same layout)."""
     model = load_task_model(source).to(device)
     cfg = TrainConfig.from_dict(model.record.train_config)
     if dataset is not None:
@@ -177,5 +198,5 @@ def evaluate_task_model(source: str, split: str | None, dataset: str | None, dev
         raise ValueError(f"a {task.name} model is evaluated on its run's val split (or on --data); got --split {split}")
     data = task.build_data(cfg, device, World())
     meter = task.evaluate(model, data.val_batches(), data, cfg)
-    return TaskReport(str(source), cfg.data.dataset, "val", task.name, meter.summary(), meter.per_class(),
-                      len(data.evals["val"].dataset))  # fmt: skip
+    return TaskReport(str(source), cfg.data.dataset, "val", task.name, meter.summary(), meter.details(),
+                      list(data.classes), len(data.evals["val"].dataset))  # fmt: skip

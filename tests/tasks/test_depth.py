@@ -139,6 +139,8 @@ def test_cli_trains_the_depth_recipe_and_the_file_rebuilds(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(out / "best.safetensors"), str(frame)]) == 0  # writes the map beside the input
     assert "wrote" in capsys.readouterr().out and np.array_equal(np.asarray(Image.open(tmp_path / "frame_depth.png")), rgb)
+    assert main(["eval", str(out / "best.safetensors")]) == 0
+    assert "[val], 4 images: abs_rel" in capsys.readouterr().out
     assert isinstance(task_for(load_config(None, ["model.name=resnet18", "model.head=depth"])), DepthTask)
 
 

@@ -70,6 +70,9 @@ def test_cli_trains_the_video_recipe_and_the_file_rebuilds(clips, tmp_path, caps
     assert "000.mp4: " in capsys.readouterr().out
     written = json.loads((tmp_path / "pred" / "000.json").read_text())
     assert [a["class"] for a in written["top5"]] == [name for name, _ in top]
+    assert main(["eval", str(out / "best.safetensors")]) == 0
+    report = capsys.readouterr().out
+    assert "[val]" in report and "clips: top-1" in report and "right" in report
 
 
 def test_tsn_and_lstm_files_rebuild(clips, tmp_path):
