@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -109,3 +110,11 @@ def test_cli_rejects_options_of_other_routes(tiny_checkpoint, capsys):
     assert "--fp16 is for --format coreml" in capsys.readouterr().err
     assert main(["export", str(tiny_checkpoint), "--format", "coreml", "--int8"]) == 2
     assert "--int8 writes ONNX or LiteRT" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="on macOS the check runs the package")
+def test_the_mac_check_says_it_needs_a_mac(tmp_path, capsys):
+    from resnetkit.deploy.coreml import _main
+
+    assert _main(["cifar_resnet20", str(tmp_path / "m.mlpackage")]) == 2
+    assert "Core ML predicts on macOS only" in capsys.readouterr().err

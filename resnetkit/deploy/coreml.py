@@ -30,6 +30,7 @@ import enum
 import io
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,8 @@ def describe_coreml(path: str | Path) -> CoreMLDescription:
 def verify_on_mac(model: nn.Module, path: str | Path, images: torch.Tensor) -> tuple[float, float]:
     """On macOS: run the package on ``images`` (``(B, C, H, W)`` raw pixels, 0-255, the crop size) and eager
     ``model`` on the same images normalised; the largest probability difference and the top-1 agreement."""
+    if sys.platform != "darwin":
+        raise UserError(f"Core ML predicts on macOS only; run this check of {path} on a Mac")
     ct = _coremltools()
     from PIL import Image
 
@@ -278,8 +281,10 @@ def _num_classes(model: nn.Module) -> int:
 
 @contextlib.contextmanager
 def _quiet_progress():
-    """No per-pass progress bars from coremltools' conversion (tqdm writes them to stderr; errors still raise)."""
-    with contextlib.redirect_stderr(io.StringIO()):
+    """No per-pass progress bars from coremltools' conversion (tqdm writes them to stderr; errors still raise), nor
+    the deprecation warnings its torch frontend raises against its own op registry, hundreds per model."""
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"coremltools\.")
         yield
 
 
@@ -297,6 +302,9 @@ def _main(argv: list[str]) -> int:
 
     if len(argv) != 2:
         print("usage: python -m resnetkit.deploy.coreml MODEL PACKAGE.mlpackage", file=sys.stderr)
+        return 2
+    if sys.platform != "darwin":
+        print(f"{argv[1]}: Core ML predicts on macOS only; run this command on a Mac", file=sys.stderr)
         return 2
     model = load_model(argv[0])
     pre = model.record.preprocess
