@@ -231,15 +231,17 @@ def _shortfall(report: ParityReport) -> str:
 
 
 def _export_task(args: argparse.Namespace, fmt: Format) -> int:
-    """A detection or segmentation model file to ONNX, checked in ONNX Runtime: a segmentation model's logits at
-    its training scale (dynamic batch), or a detector taking one image of any size."""
+    """A task model file to ONNX, checked in ONNX Runtime: a segmentation model's logits or a depth map at its
+    training scale, a video model's logits for its clip length (dynamic batch), or a detector taking one image of
+    any size."""
     import torch
 
     from ..tasks.export import SegmentationLogits, export_detector_onnx
     from ..tasks.predict import TaskPredictor
 
     if fmt is not Format.ONNX or args.int8 or args.fuse:
-        raise ValueError("detection and segmentation models export to fp32 ONNX (--format onnx, no --int8 or --fuse)")
+        raise ValueError("detection, segmentation, video and depth models export to fp32 ONNX (--format onnx, no --int8 "
+                         "or --fuse)")  # fmt: skip
     predictor = TaskPredictor.load(args.model)
     path = Path(args.out) if args.out else default_export_path(args.model, fmt, False)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,10 +251,15 @@ def _export_task(args: argparse.Namespace, fmt: Format) -> int:
         report = export_detector_onnx(predictor.model, path, images)
         print(report.line())
         return 0 if report.ok else 1
-    size = predictor.model.record.task.get("base_size") or predictor.model.record.preprocess.crop_size
-    inputs = torch.randn(PARITY_BATCH, 3, size, size * 4 // 3, generator=generator)
+    record = predictor.model.record
+    size = record.task.get("base_size") or record.preprocess.crop_size
+    if predictor.kind == "video":  # clips (B, 3, T, H, W) -> logits
+        exported, shape = predictor.model, (4, 3, record.task["clip"]["frames"], size, size)
+    else:  # segmentation logits, or depth (B, 1, H, W) in metres, at the training scale
+        exported = SegmentationLogits(predictor.model) if predictor.kind == "segmentation" else predictor.model
+        shape = (PARITY_BATCH, 3, size, size * 4 // 3)
     try:
-        report = EXPORTERS[fmt](SegmentationLogits(predictor.model), path, inputs=inputs, atol=args.atol,
+        report = EXPORTERS[fmt](exported, path, inputs=torch.randn(*shape, generator=generator), atol=args.atol,
                                 opset=args.opset)  # fmt: skip
     except ParityError as err:
         print(err.report.line())

@@ -141,6 +141,8 @@ def test_cli_trains_the_depth_recipe_and_the_file_rebuilds(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out and np.array_equal(np.asarray(Image.open(tmp_path / "frame_depth.png")), rgb)
     assert main(["eval", str(out / "best.safetensors")]) == 0
     assert "[val], 4 images: abs_rel" in capsys.readouterr().out
+    assert main(["export", str(out / "best.safetensors"), "--out", str(tmp_path / "depth.onnx")]) == 0
+    assert "max |diff|" in capsys.readouterr().out
     assert isinstance(task_for(load_config(None, ["model.name=resnet18", "model.head=depth"])), DepthTask)
 
 

@@ -162,7 +162,7 @@ def test_segmentation_exports_to_onnx_with_parity(tmp_path, capsys):
     assert main(["export", str(tmp_path / "seg" / "best.safetensors"), "--out", str(out)]) == 0
     assert "max |diff|" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "seg" / "best.safetensors"), "--int8"]) != 0
-    assert "export to fp32 ONNX" in capsys.readouterr().err
+    assert "models export to fp32 ONNX" in capsys.readouterr().err
     timing = ["--routes", "eager,onnxruntime", "--batch-size", "2", "--repeats", "2", "--warmup", "1"]
     assert main(["bench", str(tmp_path / "seg" / "best.safetensors"), *timing]) == 0
     assert "onnxruntime" in capsys.readouterr().out

@@ -73,6 +73,8 @@ def test_cli_trains_the_video_recipe_and_the_file_rebuilds(clips, tmp_path, caps
     assert main(["eval", str(out / "best.safetensors")]) == 0
     report = capsys.readouterr().out
     assert "[val]" in report and "clips: top-1" in report and "right" in report
+    assert main(["export", str(out / "best.safetensors"), "--out", str(tmp_path / "clip.onnx")]) == 0
+    assert "max |diff|" in capsys.readouterr().out
 
 
 def test_tsn_and_lstm_files_rebuild(clips, tmp_path):
