@@ -173,7 +173,8 @@ def _edge_model(args: argparse.Namespace, route: str) -> nn.Module:
     from ..tasks.predict import is_task_file
 
     if is_task_file(args.model):
-        raise ValueError(f"detection and segmentation models export to fp32 ONNX (--format onnx), not {route}")
+        raise ValueError(f"task models (detection, segmentation, video, depth) export to ONNX (--format onnx), "
+                         f"not {route}")  # fmt: skip
     return load_model(args.model).eval()
 
 
