@@ -49,6 +49,9 @@ from .fuse import fuse_model
 Runner = Callable[[torch.Tensor], Any]
 
 
+BENCH_TFLITE_ATOL = 1e-3  # the fp32 LiteRT file's check here; `resnetkit export --format tflite` checks at 1e-4
+
+
 class Route(enum.Enum):
     """Inference routes; the value is the CLI's ``--routes`` name."""
 
@@ -299,8 +302,8 @@ def _prepare_tflite(route: Route, model: nn.Module, settings: BenchSettings, dir
 
     size, in_chans = settings.input_size, _in_chans(model)
     path = directory / f"{route.value}.tflite"
-    if route is Route.TFLITE:
-        export_tflite(model, path, inputs=sample_images(4, size, in_chans))
+    if route is Route.TFLITE:  # random ResNet-50 logits reach ~50, where XNNPACK's sums differ by ~1e-4 already
+        export_tflite(model, path, inputs=sample_images(4, size, in_chans), atol=BENCH_TFLITE_ATOL)
     else:
         calibration = settings.calibration
         if calibration is None:
