@@ -187,8 +187,18 @@ class Segmentation(_DenseTask):
         train, val = self.loaders(cfg, train_set, val_set, segmentation_collate, world)
         return RunData(train, {"val": val}, classes, mean, std, device, world)
 
+    def __init__(self) -> None:
+        self.class_weights: torch.Tensor | None = None
+
+    def setup(self, t: Trainer) -> None:
+        if t.cfg.optim.class_balance:
+            self.class_weights = median_frequency_weights(t.data.train.dataset, t.data.num_classes).to(t.device)
+            if t.world.is_main and t.cfg.progress:
+                shown = ", ".join(f"{c} {w:.2f}" for c, w in zip(t.data.classes, self.class_weights.tolist()))
+                print(f"class weights (median frequency balancing): {shown}")
+
     def train_loss(self, t: Trainer, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return segmentation_loss(t.net(images), masks), None
+        return segmentation_loss(t.net(images), masks, self.class_weights), None
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable, data: RunData, cfg: TrainConfig) -> SegmentationMeter:
@@ -212,12 +222,30 @@ def segment(model: nn.Module, images: torch.Tensor, base_size: int = 0) -> torch
     return logits if logits.shape[-2:] == size else F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-def segmentation_loss(outputs: dict[str, torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of ``outputs["out"]`` plus :data:`AUX_WEIGHT` times that of ``outputs["aux"]`` if present."""
-    loss = F.cross_entropy(outputs["out"].float(), masks, ignore_index=IGNORE)
+def segmentation_loss(outputs: dict[str, torch.Tensor], masks: torch.Tensor,
+                      class_weights: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Cross-entropy of ``outputs["out"]`` plus :data:`AUX_WEIGHT` times that of ``outputs["aux"]`` if present,
+    each class weighted by ``class_weights`` if given."""
+    loss = F.cross_entropy(outputs["out"].float(), masks, class_weights, ignore_index=IGNORE)
     if "aux" in outputs:
-        loss = loss + AUX_WEIGHT * F.cross_entropy(outputs["aux"].float(), masks, ignore_index=IGNORE)
+        loss = loss + AUX_WEIGHT * F.cross_entropy(outputs["aux"].float(), masks, class_weights, ignore_index=IGNORE)
     return loss
+
+
+def median_frequency_weights(dataset, num_classes: int) -> torch.Tensor:
+    """Median frequency balancing (Eigen and Fergus 2015; SegNet's CamVid weights): a class's frequency is its
+    pixels over the pixels of the training images it appears in; its weight is the median frequency over its own,
+    so rare classes (poles, signs) count more. Read from the untransformed training masks."""
+    pixels = torch.zeros(num_classes, dtype=torch.float64)
+    present_in = torch.zeros(num_classes, dtype=torch.float64)  # pixels of the images each class appears in
+    for i in range(len(dataset)):
+        _, mask = dataset.load(i)
+        counts = torch.bincount(mask[mask != IGNORE].flatten(), minlength=num_classes)[:num_classes].double()
+        pixels += counts
+        present_in += (counts > 0).double() * counts.sum()
+    frequency = pixels / present_in.clamp(min=1)
+    weights = frequency[frequency > 0].median() / frequency
+    return torch.where(frequency > 0, weights, torch.zeros_like(weights)).float()
 
 
 class Detection(_DenseTask):

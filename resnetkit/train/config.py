@@ -105,6 +105,7 @@ class OptimSection:
     pct_start: float = 0.25  # one-cycle: fraction of the run spent rising
     warmup_steps: int = 0  # linear warm-up from 0, for any schedule
     label_smoothing: float = 0.0
+    class_balance: bool = False  # segmentation: weight the loss by median frequency balancing (Eigen and Fergus 2015)
     grad_clip: float = 0.0  # max global gradient norm; 0 disables
 
 

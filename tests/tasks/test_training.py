@@ -166,3 +166,16 @@ def test_segmentation_exports_to_onnx_with_parity(tmp_path, capsys):
     timing = ["--routes", "eager,onnxruntime", "--batch-size", "2", "--repeats", "2", "--warmup", "1"]
     assert main(["bench", str(tmp_path / "seg" / "best.safetensors"), *timing]) == 0
     assert "onnxruntime" in capsys.readouterr().out
+
+
+def test_median_frequency_weights_favour_rare_classes(tmp_path):
+    from resnetkit.data.segmentation import SegmentationDataset
+    from resnetkit.tasks.training import median_frequency_weights
+
+    dataset = SegmentationDataset(segmentation_zip(tmp_path), "train", ignore_index=3, num_classes=3)
+    weights = median_frequency_weights(dataset, 3)
+    pixels = sum(torch.bincount(dataset.load(i)[1].flatten(), minlength=256)[:3] for i in range(len(dataset)))
+    assert torch.isclose(weights, torch.ones(3)).any()  # the median class weighs 1
+    assert weights[0] < 1.0 and pixels[0] == pixels.max()  # the background, the commonest, counts less
+    cfg = seg_config(tmp_path, "epochs=1", "optim.class_balance=true")
+    assert np.isfinite(fit(cfg, task=task_for(cfg))[-1]["train_loss"])
