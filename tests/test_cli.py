@@ -133,7 +133,7 @@ def test_unknown_name_error_is_a_key_error_with_a_plain_message():
 
 
 def test_interrupted_training_says_how_to_resume(monkeypatch, capsys):
-    def interrupted(cfg, resume=False):
+    def interrupted(cfg, resume=False, task=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("resnetkit.train.engine.fit", interrupted)
