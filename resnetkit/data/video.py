@@ -62,7 +62,7 @@ def sample_indices(
 
     Example:
         >>> sample_indices(16, 4, Sampling.UNIFORM), sample_indices(16, 4, Sampling.DENSE, 2, clip=1, clips=2)
-        ([2, 6, 10, 14], [8, 10, 12, 14])
+        ([2, 6, 10, 14], [6, 8, 10, 12])
     """
     if num_frames < 1 or frames < 1 or frame_stride < 1:
         raise ValueError(f"need a video with frames and frames, frame_stride >= 1; got {num_frames}, {frames}, "
