@@ -96,10 +96,7 @@ def run(args: argparse.Namespace) -> int:
             options = {"opset": args.opset} if fmt is Format.ONNX else {}
             report = EXPORTERS[fmt](exported, path, reference=model, inputs=inputs, atol=args.atol, **options)
     except ParityError as err:
-        print(err.report.line())
-        print(f"resnetkit export: error: {path} does not match the eager model ({_shortfall(err.report)})",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return _failed(err.report, path)
     print(report.line())
     return 0
 
@@ -120,10 +117,7 @@ def _export_keras(args: argparse.Namespace) -> int:
     try:
         report = export_keras(exported, path, reference=model, inputs=inputs, atol=args.atol)
     except ParityError as err:
-        print(err.report.line())
-        print(f"resnetkit export: error: {path} does not match the eager model ({_shortfall(err.report)})",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return _failed(err.report, path)
     print(report.line())
     return 0
 
@@ -147,10 +141,7 @@ def _export_tflite(args: argparse.Namespace) -> int:
             inputs = sample_images(PARITY_BATCH, pre.crop_size, len(pre.mean), pre.mean, pre.std)
             report = export_tflite(exported, path, reference=model, inputs=inputs, atol=args.atol)
     except ParityError as err:
-        print(err.report.line())
-        print(f"resnetkit export: error: {path} does not match the eager model ({_shortfall(err.report)})",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return _failed(err.report, path)
     print(report.line())
     return 0
 
@@ -225,6 +216,13 @@ def _export_int8(args: argparse.Namespace, model: ResNet, exported: nn.Module, p
                        method=Calibration(args.calibration), atol=args.atol, opset=args.opset)  # fmt: skip
 
 
+def _failed(report: ParityReport, path: Path) -> int:
+    """Print the failing parity line and a one-line error; exit status 1 (the file stays, for inspection)."""
+    print(report.line())
+    print(f"resnetkit export: error: {path} does not match the eager model ({_shortfall(report)})", file=sys.stderr)
+    return 1
+
+
 def _shortfall(report: ParityReport) -> str:
     if isinstance(report, Int8ParityReport):
         return f"top-1 agreement {report.top1_agreement:.1%} < {report.min_top1_agreement:.0%}, or non-finite outputs"
@@ -263,9 +261,6 @@ def _export_task(args: argparse.Namespace, fmt: Format) -> int:
         report = EXPORTERS[fmt](exported, path, inputs=torch.randn(*shape, generator=generator), atol=args.atol,
                                 opset=args.opset)  # fmt: skip
     except ParityError as err:
-        print(err.report.line())
-        print(f"resnetkit export: error: {path} does not match the eager model ({_shortfall(err.report)})",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return _failed(err.report, path)
     print(report.line())
     return 0

@@ -32,7 +32,7 @@ from ..train import distributed as D
 from ..train.config import TrainConfig
 from ..train.data import RunData, train_loader
 from ..train.depth_metrics import DepthMeter
-from ..train.task import Task, Trainer, recipe_summary
+from ..train.task import Task, Trainer, recipe_summary, refuse_classifier_options
 from .depth import DepthLoss, DepthNet, depth_net, multi_scale_loss
 
 DEPTH_OPTIONS = {"loss": "silog", "median_scaling": False, "depth_scale": 1000.0, "eval_max_depth": None}
@@ -67,11 +67,7 @@ class DepthTask(Task):
     metric = "delta1"  # higher is better, as the engine's best-checkpoint rule needs
 
     def check(self, cfg: TrainConfig) -> None:
-        used = {"qat": cfg.qat, "distill.teacher": cfg.distill.teacher, "init_from": cfg.init_from,
-                "data.mix": cfg.data.mix.value != "none"}  # fmt: skip
-        refused = [key for key, value in used.items() if value]
-        if refused:
-            raise UserError(f"{', '.join(refused)}: not available for depth (model.head={cfg.model.head}) yet")
+        refuse_classifier_options(cfg, "depth")
         try:
             split_options(dict(cfg.model.head_options))
         except ValueError as err:

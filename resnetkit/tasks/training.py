@@ -33,7 +33,7 @@ from ..models import ModelRecord, Preprocess
 from ..train import distributed as D
 from ..train.config import TrainConfig
 from ..train.data import RunData, train_loader
-from ..train.task import Classification, Task, Trainer, options_of, recipe_summary
+from ..train.task import Classification, Task, Trainer, options_of, recipe_summary, refuse_classifier_options
 from ..train.task_metrics import DetectionMeter, SegmentationMeter
 from ..weights import load_checked, read_any
 from ..weights.hub import resolve
@@ -119,11 +119,7 @@ class _DenseTask(Task):
     transforms in DataLoader workers, a task model from ``model.head``, and records that carry the task."""
 
     def check(self, cfg: TrainConfig) -> None:
-        used = {"qat": cfg.qat, "distill.teacher": cfg.distill.teacher, "init_from": cfg.init_from,
-                "data.mix": cfg.data.mix.value != "none"}  # fmt: skip
-        refused = [key for key, value in used.items() if value]
-        if refused:
-            raise UserError(f"{', '.join(refused)}: not available for {self.name} (model.head={cfg.model.head}) yet")
+        refuse_classifier_options(cfg, self.name)
         head_kind(cfg.model.head)
 
     def loaders(self, cfg: TrainConfig, train_set, val_set, collate, world: D.World) -> tuple[DataLoader, DataLoader]:

@@ -36,7 +36,7 @@ from ..train import distributed as D
 from ..train.config import TrainConfig
 from ..train.data import RunData, train_loader
 from ..train.metrics import ClassificationMeter
-from ..train.task import Task, Trainer, recipe_summary
+from ..train.task import Task, Trainer, recipe_summary, refuse_classifier_options
 from .video import Cell, Consensus, FrameLSTM, TemporalSegmentNetwork
 
 KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)  # torchvision's video models
@@ -88,12 +88,8 @@ class VideoTask(Task):
     metric = "top1"
 
     def check(self, cfg: TrainConfig) -> None:
-        used = {"qat": cfg.qat, "distill.teacher": cfg.distill.teacher, "init_from": cfg.init_from,
-                "data.mix": cfg.data.mix.value != "none",
-                "channels_last": cfg.channels_last and cfg.model.head == "video"}  # fmt: skip  # 5D weights: no NHWC
-        refused = [key for key, value in used.items() if value]
-        if refused:
-            raise UserError(f"{', '.join(refused)}: not available for video (model.head={cfg.model.head}) yet")
+        # 5D weights have no NHWC layout
+        refuse_classifier_options(cfg, "video", channels_last=cfg.channels_last and cfg.model.head == "video")
         try:
             split_options(dict(cfg.model.head_options))
         except ValueError as err:

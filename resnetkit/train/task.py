@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import runtime
+from ..errors import UserError
 from ..models import Metric, ModelRecord, Preprocess, ResNet, create_model, get_variant
 from ..models.surgery import surgery_of
 from ..weights import load_model
@@ -122,6 +123,16 @@ class Classification(Task):
             extra={"epoch": t.epoch, "step": t.step, "ema": t.ema is not None}, edits=tuple(surgery_of(t.model)),
             train_config=t.cfg.to_dict(),
         )  # fmt: skip
+
+
+def refuse_classifier_options(cfg: TrainConfig, task: str, **more: bool) -> None:
+    """A one-line error naming the set options that only classification uses (``qat``, ``distill.teacher``,
+    ``init_from``, ``data.mix``) and any of ``more`` that are true, before any data is read."""
+    used = {"qat": cfg.qat, "distill.teacher": cfg.distill.teacher, "init_from": cfg.init_from,
+            "data.mix": cfg.data.mix.value != "none", **more}  # fmt: skip
+    refused = [key for key, value in used.items() if value]
+    if refused:
+        raise UserError(f"{', '.join(refused)}: not available for {task} (model.head={cfg.model.head}) yet")
 
 
 def _print_teacher(cfg: TrainConfig, info: dict[str, Any]) -> None:
