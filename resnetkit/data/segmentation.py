@@ -195,7 +195,8 @@ def segmentation_transform(
     Args:
         train: the training pipeline, else the evaluation one.
         crop_size: training crop, ``int`` or ``(height, width)``.
-        mean, std: per-channel statistics in [0, 1] units.
+        mean: per-channel means in [0, 1] units.
+        std: per-channel standard deviations in [0, 1] units.
         scale_range: random rescale factors for training.
         flip: random horizontal flips for training.
         base_size: first resize the shorter side to this (both pipelines), e.g. 180 for CamVid at half size.

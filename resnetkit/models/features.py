@@ -88,8 +88,9 @@ class FeatureExtractor(nn.Module):
     Attributes:
         feature_info: :class:`FeatureInfo` of every feature, the returned ones in ``feature_info.out_indices``.
         config: the :class:`ResNetConfig` of the network.
-        out_indices, frozen_stages: as given (indices made absolute); with ``config`` (and the network's
-            ``surgery``, carried over with its ``record`` where it has them) they rebuild this module.
+        out_indices: as given, made absolute.
+        frozen_stages: as given. With ``config`` and ``out_indices`` (and the network's ``surgery``, carried over
+            with its ``record`` where it has them) they rebuild this module.
     """
 
     def __init__(self, model: ResNet, out_indices: int | Sequence[int] | None = None, frozen_stages: int = -1):

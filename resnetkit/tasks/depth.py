@@ -105,7 +105,8 @@ class DepthNet(nn.Module):
     Attributes:
         encoder: the :class:`~resnetkit.models.features.FeatureExtractor` (its ``config`` is the variant's).
         decoder: the :class:`DepthDecoder`.
-        min_depth, max_depth: the range of the predictions, in metres.
+        min_depth: the smallest prediction, in metres.
+        max_depth: the largest prediction, in metres.
     """
 
     def __init__(self, encoder: nn.Module, decoder: DepthDecoder, min_depth: float, max_depth: float):
@@ -146,7 +147,8 @@ def depth_net(
 
     Args:
         backbone_name: a name of ``resnetkit.list_models()`` (2D); its stem and every stage feed the decoder.
-        min_depth, max_depth: the range of the predictions, in metres (Monodepth2: 0.1 and 100; NYU: 0.1 and 10).
+        min_depth: the smallest prediction, in metres (Monodepth2: 0.1; NYU: 0.1).
+        max_depth: the largest prediction, in metres (Monodepth2: 100; NYU: 10).
         num_scales: output scales (1-5); the losses average over them.
         decoder_widths: one width per level, finest first (Monodepth2's 16, 32, 64, 128, 256).
         pretrained_backbone: classification weights for the encoder, as ``create_model(pretrained=...)`` takes them.

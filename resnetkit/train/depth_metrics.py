@@ -59,7 +59,8 @@ class DepthMeter:
     """The :data:`METRICS` averaged over images, and the mean batch loss (weighted by the batch's images).
 
     Args:
-        min_depth, max_depth: the valid range (pixels outside it are not counted; predictions are clamped to it).
+        min_depth: the valid range's low end (pixels outside the range are not counted; predictions are clamped).
+        max_depth: the valid range's high end.
         median_scaling: scale each prediction by ``median(gt) / median(pred)`` first.
     """
 
