@@ -28,6 +28,7 @@ The 2-core-CPU recipe (one-cycle, 30 epochs)::
     python experiments/cifar10.py shortcuts --recipe cifar10_cpu
     python experiments/cifar10.py distillation --recipe cifar10_cpu
     python experiments/cifar10.py jpeg --recipe cifar10_cpu   # ResNet-20 on the images saved again at q50, q25
+    python experiments/cifar10.py mobile --recipe cifar10_cpu precision=bf16   # MobileNetV2 beside ResNet-20/56
 
 Then the Markdown report of everything under ``experiments/results`` (``--extra-run DIR=COMMAND`` adds a run
 trained on its own with ``resnetkit train``)::
@@ -154,6 +155,11 @@ EXPERIMENTS = {
         (Run("cifar_resnet20", label=f"q{SOURCE_JPEG_QUALITY}-as-given", shared_with="table6"),
          *(Run("cifar_resnet20", label=f"q{q}", jpeg_quality=q) for q in JPEG_QUALITIES)),
         functools.partial(plots.error_vs_quality, source_quality=SOURCE_JPEG_QUALITY)),
+    "mobile": Experiment(
+        "Mobile residual units: MobileNetV2 (width 1.0, CIFAR strides) against ResNet-20 and ResNet-56",
+        (Run("cifar_resnet20", shared_with="table6"), Run("cifar_resnet56", shared_with="table6"),
+         Run("cifar_mobilenet_v2")),
+        plots.error_curves),
 }  # fmt: skip
 
 
