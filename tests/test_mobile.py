@@ -53,8 +53,48 @@ def test_mobile_variants_are_listed_apart_from_the_resnets():
     assert "mobilenet_v2" in list_models(mobile=True) and "cifar_shufflenet_v2_x1_0" in list_models("cifar_*", mobile=True)
     with pytest.raises(UnknownOptionError, match="unknown mobile model option 'groups'"):
         create_model("mobilenet_v2", groups=2)
-    with pytest.raises(ValueError, match="features_only"):
-        create_model("mobilenet_v2", features_only=True)
+    with pytest.raises(ValueError, match="norm_layer"):
+        create_model("mobilenet_v2", norm_layer=torchvision.ops.FrozenBatchNorm2d)
+
+
+FEATURES = {"mobilenet_v2": ([16, 24, 32, 96, 1280], [2, 4, 8, 16, 32]),
+            "cifar_mobilenet_v2": ([24, 32, 96, 1280], [1, 2, 4, 8]),  # stage 2 keeps the size: no level at 16
+            "shufflenet_v2_x1_0": ([116, 232, 464], [8, 16, 32]),
+            "cifar_shufflenet_v2_x0_5": ([48, 96, 192], [2, 4, 8])}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_features_only_gives_the_maps_of_feature_info(name):
+    channels, reductions = FEATURES[name]
+    backbone = create_model(name, features_only=True).eval()
+    assert backbone.feature_info.channels() == channels and backbone.feature_info.reduction() == reductions
+    size = 32 if name.startswith("cifar") else 64
+    features = backbone(torch.randn(2, 3, size, size))
+    assert [f.shape[1] for f in features] == channels
+    assert [size // f.shape[-1] for f in features] == reductions
+
+
+def test_mobile_backbone_takes_torchvision_weights_and_agrees_with_its_layers():
+    theirs = _torchvision("mobilenet_v2")
+    backbone = create_model("mobilenet_v2", features_only=True, out_indices=(1, 2, 3)).eval()
+    kept = backbone.state_dict().keys()
+    assert kept < theirs.state_dict().keys() and not any(k.startswith("features.14.") for k in kept)  # cut after 13
+    backbone.load_state_dict({k: v for k, v in theirs.state_dict().items() if k in kept}, strict=True)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = backbone(x)
+        for feature, index in zip(ours, (3, 6, 13)):  # torchvision's layers: the last unit before each reduction
+            torch.testing.assert_close(feature, theirs.features[: index + 1](x), rtol=0, atol=1e-5)
+
+
+def test_mobile_backbone_freezes_and_refuses_bad_indices():
+    backbone = create_model("shufflenet_v2_x0_5", features_only=True, frozen_stages=0).train()
+    frozen = [n for n, p in backbone.named_parameters() if not p.requires_grad]
+    assert frozen and {n.split(".")[0] for n in frozen} == {"conv1", "stage2"}  # up to feature 0's module
+    assert not backbone.stage2.training and backbone.stage3.training
+    assert backbone.feature_info.channels() == [48, 96, 192]
+    with pytest.raises(ValueError, match="out of range"):
+        create_model("mobilenet_v2", features_only=True, out_indices=(5,))
 
 
 @pytest.mark.parametrize("name", ["cifar_mobilenet_v2", "cifar_shufflenet_v2_x0_5"])

@@ -96,8 +96,8 @@ class FeatureExtractor(nn.Module):
     def __init__(self, model: ResNet, out_indices: int | Sequence[int] | None = None, frozen_stages: int = -1):
         super().__init__()
         info = [stem_feature_info(model.config), *model.feature_info]
-        self.out_indices = _check_out_indices(out_indices, len(info))
-        self.frozen_stages = _check_frozen_stages(frozen_stages, len(info) - 1)
+        self.out_indices = check_out_indices(out_indices, len(info))
+        self.frozen_stages = check_frozen_stages(frozen_stages, len(info) - 1)
         self.config: ResNetConfig = model.config
         self.feature_info = FeatureInfo(info, self.out_indices)
         for carried in ("record", "surgery"):  # the weights' preprocessing and provenance; architecture edits
@@ -157,7 +157,7 @@ def stem_feature_info(config: ResNetConfig) -> dict[str, Any]:
     return {"num_chs": config.stem_width, "reduction": 1 if config.stem is Stem.CIFAR else 2, "module": "act1"}
 
 
-def _check_out_indices(out_indices: int | Sequence[int] | None, n: int) -> tuple[int, ...]:
+def check_out_indices(out_indices: int | Sequence[int] | None, n: int) -> tuple[int, ...]:
     """Absolute, increasing indices into the ``n`` features; anything else is a one-line ValueError."""
     valid = f"0 (stem) to {n - 1}, or -{n} to -1"
     if out_indices is None:
@@ -182,7 +182,7 @@ def _check_out_indices(out_indices: int | Sequence[int] | None, n: int) -> tuple
     return absolute
 
 
-def _check_frozen_stages(frozen_stages: int, n_stages: int) -> int:
+def check_frozen_stages(frozen_stages: int, n_stages: int) -> int:
     if not -1 <= frozen_stages <= n_stages:
         raise ValueError(
             f"frozen_stages must lie in -1 (nothing) .. {n_stages} (stem and every stage), got {frozen_stages}"

@@ -20,6 +20,7 @@ import dataclasses
 import enum
 import functools
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from torchvision.ops import Conv2dNormActivation
 from ..errors import UnknownNameError, UnknownOptionError
 from ..options import parse_enum
 from .config import Stem
+from .features import FeatureInfo, check_frozen_stages, check_out_indices
 
 
 class MobileUnit(enum.Enum):
@@ -215,6 +217,11 @@ class MobileNetwork(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         raise NotImplementedError
 
+    def feature_modules(self) -> list[tuple[str, nn.Module]]:
+        """The modules ``forward_features`` runs, in order, under their state-dict names (``feature_info``'s
+        ``module`` names among them)."""
+        raise NotImplementedError
+
     @property
     def num_features(self) -> int:
         return self.config.num_features
@@ -272,6 +279,9 @@ class MobileNetV2(MobileNetwork):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, head_width, H/32, W/32); H/8 in the CIFAR version
 
+    def feature_modules(self) -> list[tuple[str, nn.Module]]:
+        return [(f"features.{i}", m) for i, m in enumerate(self.features)]
+
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
@@ -312,6 +322,10 @@ class ShuffleNetV2(MobileNetwork):
             x = getattr(self, name)(x)
         return self.conv5(x)  # (B, head_width, H/32, W/32)
 
+    def feature_modules(self) -> list[tuple[str, nn.Module]]:
+        stages = [(name, getattr(self, name)) for name in self.stage_names]
+        return [("conv1", self.conv1), ("maxpool", self.maxpool), *stages, ("conv5", self.conv5)]
+
     def get_classifier(self) -> nn.Module:
         return self.fc
 
@@ -329,6 +343,66 @@ NETWORKS: dict[MobileUnit, type[MobileNetwork]] = {
 def build_mobile(config: MobileConfig) -> MobileNetwork:
     """The network a :class:`MobileConfig` describes."""
     return NETWORKS[config.unit](config)
+
+
+class MobileFeatureExtractor(nn.Module):
+    """A mobile network cut down to its feature maps, as :class:`~resnetkit.models.features.FeatureExtractor` is
+    for the ResNets (``create_model("mobilenet_v2", features_only=True)``): forward returns the maps of
+    ``out_indices``, indices into the network's ``feature_info`` (MobileNetV2: the last unit before each reduction,
+    reductions 2, 4, 8, 16, then the 1x1 head at 32, as torchvision's detection backbones read it; ShuffleNetV2:
+    its stages, reductions 8, 16, 32).
+
+    The network's modules are kept (shared) under their own state-dict names up to the last feature asked for, so
+    the network's (and torchvision's) weights load into it.
+
+    Args:
+        model: the network, weights loaded.
+        out_indices: as in ``FeatureExtractor``: all features by default, an int ``n`` the last ``n``.
+        frozen_stages: -1 freezes nothing, ``k`` every module up to and including feature ``k``'s (no gradients,
+            eval mode even under ``train()``).
+    """
+
+    def __init__(self, model: MobileNetwork, out_indices: int | Sequence[int] | None = None, frozen_stages: int = -1):
+        super().__init__()
+        info = list(model.feature_info)
+        self.out_indices = check_out_indices(out_indices, len(info))
+        self.frozen_stages = check_frozen_stages(frozen_stages, len(info) - 1)
+        self.config: MobileConfig = model.config
+        self.feature_info = FeatureInfo(info, self.out_indices)
+        if hasattr(model, "record"):
+            self.record = model.record
+        names = [name for name, _ in model.feature_modules()]
+        last = names.index(info[self.out_indices[-1]]["module"])
+        self.step_names = names[: last + 1]
+        self.returned = {info[i]["module"] for i in self.out_indices}
+        for name, module in model.feature_modules()[: last + 1]:
+            parent, _, child = name.rpartition(".")
+            if parent and not hasattr(self, parent):
+                self.add_module(parent, nn.Sequential())
+            (self.get_submodule(parent) if parent else self).add_module(child, module)
+        self._frozen = self.step_names[: names.index(info[frozen_stages]["module"]) + 1] if frozen_stages >= 0 else []
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
+        self.train(self.training)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Image (B, in_chans, H, W) -> one map (B, channels[i], H/reduction[i], W/reduction[i]) per out index."""
+        features = []
+        for name in self.step_names:
+            x = self.get_submodule(name)(x)
+            if name in self.returned:
+                features.append(x)
+        return features
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.get_submodule(name) for name in self._frozen]
+
+    def train(self, mode: bool = True) -> MobileFeatureExtractor:
+        """As ``nn.Module.train``, but the frozen modules stay in eval mode."""
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
 
 
 # -- the variant table -----------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from ..io import natural_key
 from .config import ResNetConfig
 from .features import FeatureExtractor
 from .layers import NormLayer
-from .mobile import MOBILE_VARIANTS, MobileConfig, MobileNetwork, create_mobile
+from .mobile import MOBILE_VARIANTS, MobileConfig, MobileFeatureExtractor, MobileNetwork, create_mobile
 from .resnet import ResNet
 from .variants import VARIANTS, VIDEO_VARIANTS, Variant
 
@@ -95,7 +95,7 @@ def create_model(
     if not features_only and (out_indices is not None or frozen_stages != -1):
         raise ValueError("out_indices and frozen_stages shape a backbone: pass features_only=True with them")
     if name.partition(".")[0] in MOBILE_VARIANTS:
-        return _create_mobile(name, pretrained, norm_layer, features_only, **overrides)
+        return _create_mobile(name, pretrained, norm_layer, features_only, out_indices, frozen_stages, **overrides)
     model = _create_classifier(name, pretrained, norm_layer, **overrides)
     if features_only:
         return FeatureExtractor(model, out_indices, frozen_stages)
@@ -115,9 +115,11 @@ def _create_classifier(name: str, pretrained: bool | str, norm_layer: NormLayer 
 
 
 def _create_mobile(name: str, pretrained: bool | str, norm_layer: NormLayer | None, features_only: bool,
-                   **overrides: Any) -> MobileNetwork:  # fmt: skip
-    """A mobile variant (torchvision's checkpoints for ``pretrained``); they are classifiers only, so far."""
-    if norm_layer is not None or features_only:
-        raise ValueError(f"{name} takes neither norm_layer nor features_only (mobile networks are classifiers)")
+                   out_indices: int | Sequence[int] | None, frozen_stages: int,
+                   **overrides: Any) -> MobileNetwork | MobileFeatureExtractor:  # fmt: skip
+    """A mobile variant (torchvision's checkpoints for ``pretrained``), as a classifier or as a backbone."""
+    if norm_layer is not None:
+        raise ValueError(f"{name} does not take norm_layer (mobile networks use BatchNorm)")
     name, _, tag = name.partition(".")
-    return create_mobile(name, tag or pretrained, **overrides)
+    model = create_mobile(name, tag or pretrained, **overrides)
+    return MobileFeatureExtractor(model, out_indices, frozen_stages) if features_only else model
