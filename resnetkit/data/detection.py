@@ -22,17 +22,18 @@ import json
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .dense import Files, SkipCounter, image_size
 from .folder import SkippedImageWarning
+
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
 
 TOLERANCE = 1.0  # pixels an annotation may leave the image by before it is called broken (rounding in exports)
 MIN_SIZE = 1.0  # boxes whose width or height is at most this, after clipping, are dropped
@@ -92,6 +93,7 @@ def _via_polygon(shape: dict, filename: str) -> list[float]:
 def _polygon_annotation(ann_id: int, image_id: int, polygon: list[float], height: int, width: int) -> dict:
     xs, ys = polygon[0::2], polygon[1::2]
     bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+    mask_utils = _pycocotools().mask
     area = float(mask_utils.area(mask_utils.frPyObjects([polygon], height, width))[0])
     return {"id": ann_id, "image_id": image_id, "category_id": 1, "segmentation": [polygon], "bbox": bbox,
             "area": area, "iscrowd": 0}  # fmt: skip
@@ -328,11 +330,21 @@ def _clip(ann: dict, width: int, height: int) -> dict:
 
 def _coco(dataset: dict) -> COCO:
     """pycocotools' COCO over ``dataset``, without its progress prints."""
-    coco = COCO()
+    coco = _pycocotools().coco.COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def _pycocotools():
+    """pycocotools (the ``tasks`` extra), imported where COCO data is read, so the rest of resnetkit runs without it."""
+    try:
+        import pycocotools.coco
+        import pycocotools.mask
+    except ImportError:
+        raise ImportError("COCO-format and VIA detection data need pycocotools: pip install 'resnetkit[tasks]'") from None
+    return pycocotools
 
 
 def _sanitized(inputs: Any) -> tuple[torch.Tensor, ...]:
