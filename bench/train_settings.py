@@ -7,6 +7,8 @@ CPU (oneDNN picks different kernels, and bf16 leans on the CPU's bf16 instructio
 Writes a JSON file.
 
     python bench/train_settings.py --data ../shared/data/cifar10-jpeg-train.zip --steps 40 --repeats 3
+    python bench/train_settings.py --model cifar_wrn16_4 --settings "precision=bf16 channels_last=true" \
+        --json bench/results/train_speed_cifar_wrn16_4.json   # one model, one setting
 """
 
 from __future__ import annotations
@@ -34,18 +36,20 @@ def main() -> None:
     parser.add_argument("--model", default="cifar_resnet20")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=SETTINGS, metavar="SETTING",
+                        help=f"measure only these (default: all of {SETTINGS})")
     parser.add_argument("--json", default="bench/results/train_settings.json")
     args = parser.parse_args()
     base = [f"data.dataset={args.data}", f"model.name={args.model}", "progress=false"]
-    configs = {setting: load_config("cifar10_cpu", [*base, *setting.split()]) for setting in SETTINGS}
-    runs: dict[str, list[float]] = {setting: [] for setting in SETTINGS}
+    configs = {setting: load_config("cifar10_cpu", [*base, *setting.split()]) for setting in args.settings}
+    runs: dict[str, list[float]] = {setting: [] for setting in args.settings}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            for i, setting in enumerate(SETTINGS):
+            for i, setting in enumerate(args.settings):
                 runs[setting].append(engine(configs[setting], args.steps, Path(tmp) / f"run{r}-{i}"))
                 print(f"repeat {r + 1}: {setting}: {runs[setting][-1]:.0f} img/s", flush=True)
     settings = [{"setting": s, "images_per_s": statistics.median(v), "runs": v} for s, v in runs.items()]
-    batch_size = configs[SETTINGS[0]].data.batch_size
+    batch_size = configs[args.settings[0]].data.batch_size
     result = {"model": args.model, "batch_size": batch_size, "steps": args.steps, "repeats": args.repeats,
               "hardware": runtime.hardware_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "settings": settings}  # fmt: skip

@@ -29,6 +29,12 @@ The 2-core-CPU recipe (one-cycle, 30 epochs)::
     python experiments/cifar10.py distillation --recipe cifar10_cpu
     python experiments/cifar10.py jpeg --recipe cifar10_cpu   # ResNet-20 on the images saved again at q50, q25
     python experiments/cifar10.py mobile --recipe cifar10_cpu precision=bf16   # MobileNetV2 beside ResNet-20/56
+    python experiments/cifar10.py variants --recipe cifar10_cpu --seeds 0 1 --only 'cifar_preact*' 'cifar_se*' \
+        'cifar_wrn*' precision=bf16   # pre-activation, SE, wide: the new runs of each pair, in bf16
+
+Accuracy against batch-1 latency of every finished run (ONNX Runtime, measured here side by side)::
+
+    python experiments/cifar10.py tradeoff --out experiments/results/cifar10_cpu
 
 Then the Markdown report of everything under ``experiments/results`` (``--extra-run DIR=COMMAND`` adds a run
 trained on its own with ``resnetkit train``)::
@@ -51,7 +57,9 @@ import io
 import json
 import os
 import shlex
+import statistics
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -67,6 +75,7 @@ from resnetkit.cli import build_parser as resnetkit_parser
 from resnetkit.train import TrainConfig, fit, load_config
 from resnetkit.train.checkpoint import LAST
 from resnetkit.train.report import read_log
+from resnetkit.weights import list_weights
 from resnetkit.weights.publish import publish_run
 
 import plots  # experiments/plots.py and tables.py, beside this file
@@ -155,6 +164,16 @@ EXPERIMENTS = {
         (Run("cifar_resnet20", label=f"q{SOURCE_JPEG_QUALITY}-as-given", shared_with="table6"),
          *(Run("cifar_resnet20", label=f"q{q}", jpeg_quality=q) for q in JPEG_QUALITIES)),
         functools.partial(plots.error_vs_quality, source_quality=SOURCE_JPEG_QUALITY)),
+    "variants": Experiment(
+        "What the family's units buy: pre-activation, squeeze-and-excitation, width (He et al. 2016, Hu et al. 2018, "
+        "Zagoruyko & Komodakis 2016)",
+        (Run("cifar_resnet110", panel="pre-activation", overrides=WARMUP_110, shared_with="table6"),
+         Run("cifar_preact_resnet110", panel="pre-activation", overrides=WARMUP_110),
+         Run("cifar_preact_resnet164", panel="pre-activation", overrides=WARMUP_110),
+         Run("cifar_resnet56", panel="squeeze-and-excitation", shared_with="table6"),
+         Run("cifar_se_resnet56", panel="squeeze-and-excitation"),
+         Run("cifar_wrn16_4", panel="wide and shallow (against ResNet-56 and -110 in the table)")),
+        plots.error_curves),
     "mobile": Experiment(
         "Mobile residual units: MobileNetV2 (width 1.0, CIFAR strides) against ResNet-20 and ResNet-56",
         (Run("cifar_resnet20", shared_with="table6"), Run("cifar_resnet56", shared_with="table6"),
@@ -402,6 +421,82 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# ---------------------------------------------------------------- accuracy against latency
+
+
+def tradeoff(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``OUT/tradeoff.json`` and ``.png``: every finished run of every experiment under ``--out`` (the images as
+    given; the ``jpeg`` experiment's re-encoded ones left out), one point per run name: validation accuracy
+    (mean ± std over seeds) against batch-1 latency in ONNX Runtime, measured here side by side for every
+    architecture; with params, MACs, and the training images/s and time of the machines that trained it."""
+    runs: dict[str, dict[str, Any]] = {}
+    for name in EXPERIMENTS:
+        for r in _read_json(args.out / f"{name}.json").get("records", []):
+            if r["finished"] and not r.get("jpeg_quality") and (r["run_dir"] not in runs or r["run"] == r["model"]):
+                runs[r["run_dir"]] = r  # a shared run under its own (model) name
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in runs.values():
+        groups.setdefault(r["run"], []).append(r)
+    if not groups:
+        raise SystemExit(f"cifar10.py: no finished runs under {args.out}; train an experiment first")
+    archs = list(dict.fromkeys(_arch_key(g[0]) for g in groups.values()))
+    latency = dict(zip(archs, _latencies(archs, args.threads, args.repeats)))
+    shipped = {name.split(".")[0] for name in list_weights("cifar_*")}
+    points = [_point(run, group, latency[_arch_key(group[0])], shipped) for run, group in groups.items()]
+    document = {"title": "CIFAR-10: validation accuracy against batch-1 latency", "note": DATA_NOTE,
+                "latency": f"ONNX Runtime, batch 1, {args.threads} thread(s), median of {args.repeats} calls "
+                           f"interleaved over every architecture, on {runtime.hardware_name()}",
+                "command": shlex.join(["python", "experiments/cifar10.py", *sys.argv[1:]]), "points": points}  # fmt: skip
+    (args.out / "tradeoff.json").write_text(json.dumps(document, indent=1))
+    plots.accuracy_vs_latency(points, args.out / "tradeoff.png", document["title"], document["latency"])
+    for p in sorted(points, key=lambda p: p["latency_ms"]):
+        print(f"{p['run']:<28} {p['val_top1_mean']:6.2f}% ± {p['val_top1_std']:.2f} ({len(p['seeds'])} seed(s))  "
+              f"{p['latency_ms']:6.2f} ms  {p['macs'] / 1e6:7.1f} M MACs  {p['params'] / 1e6:5.2f} M params")
+    print(f"wrote {args.out / 'tradeoff.json'} and {args.out / 'tradeoff.png'}", flush=True)
+    return points
+
+
+def _arch_key(record: dict[str, Any]) -> str:
+    return json.dumps([record["model"], record["options"]], sort_keys=True)
+
+
+def _latencies(archs: list[str], threads: int, repeats: int) -> list[float]:
+    """Batch-1 ONNX Runtime latency (ms) of each architecture (random weights: the time does not depend on them)."""
+    from resnetkit import create_model
+    from resnetkit.deploy.bench import interleaved_onnx_latencies
+    from resnetkit.deploy.export import export_onnx, sample_images
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, key in enumerate(tqdm(archs, desc="exporting", unit="model")):
+            model, options = json.loads(key)
+            paths.append(Path(tmp) / f"{i}.onnx")
+            # random weights: a deep plain net's logits reach the thousands, so the parity check is relative here
+            network = create_model(model, **options).eval()
+            with torch.no_grad():
+                scale = float(network(sample_images(2, 32)).abs().max())
+            export_onnx(network, paths[-1], inputs=sample_images(2, 32), atol=max(1e-4, 1e-5 * scale))
+        return interleaved_onnx_latencies(paths, 32, repeats=repeats, threads=threads)
+
+
+def _point(run: str, group: list[dict[str, Any]], latency_ms: float, shipped: set[str]) -> dict[str, Any]:
+    first = group[0]
+    accuracy = [100.0 - r["val_error_pct"] for r in group]
+    rates = [run_config(Path(r["run_dir"]))["train_config"]["data"]["batch_size"] * r["steps"] / r["train_time_s"]
+             for r in group if r["train_time_s"]]  # fmt: skip
+    from resnetkit import create_model
+    from resnetkit.models.complexity import count_macs
+
+    macs = count_macs(create_model(first["model"], **first["options"]), 32, 3)
+    return {"run": run, "model": first["model"], "options": first["options"], "seeds": [r["seed"] for r in group],
+            "val_top1_mean": statistics.fmean(accuracy), "val_top1_std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+            "params": first["params"], "macs": macs, "latency_ms": latency_ms,
+            "train_images_per_s": statistics.fmean(rates) if rates else None,
+            "train_time_s": statistics.fmean(r["train_time_s"] for r in group),
+            "hardware": sorted({r["hardware"] for r in group}), "recipe": first["recipe"],
+            "shipped": first["model"] in shipped and not first["options"] and run == first["model"]}  # fmt: skip
+
+
 # ---------------------------------------------------------------- the report
 
 
@@ -445,6 +540,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--markdown", type=Path, default=Path("experiments/RESULTS.md"))
     p.add_argument("--extra-run", action="append", default=[], metavar="PATH=COMMAND",
                    help="a run directory trained on its own, and the command that trained it (remembered)")  # fmt: skip
+    p = commands.add_parser("tradeoff", help="accuracy against batch-1 latency of every finished run under --out")
+    p.add_argument("--out", type=Path, default=Path("experiments/results/cifar10_cpu"))
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads")
+    p.add_argument("--repeats", type=int, default=200, help="timed calls per architecture")
     p = commands.add_parser("publish", help="ship a finished run's weights in the package as MODEL.TAG")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--tag", required=True, help="e.g. c10jpeg_cpu30 (the short CPU recipe) or c10jpeg_paper")
@@ -480,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
         report(args)
     elif args.experiment == "publish":
         publish(args)
+    elif args.experiment == "tradeoff":
+        tradeoff(args)
     else:
         run_experiment(args, shlex.join(["python", "experiments/cifar10.py", *argv]))
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -142,3 +143,26 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def accuracy_vs_latency(points: list[Record], path: Path, title: str, latency_note: str) -> Path:
+    """Validation accuracy (mean ± std over seeds) against batch-1 latency, one labelled point per run; shipped
+    weights as stars."""
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for p in points:
+        ax.errorbar(p["latency_ms"], p["val_top1_mean"], yerr=p["val_top1_std"], fmt="*" if p["shipped"] else "o",
+                    markersize=11 if p["shipped"] else 6, capsize=3, color="C1" if p["shipped"] else "C0")
+    for i, p in enumerate(sorted(points, key=lambda p: (p["latency_ms"], p["val_top1_mean"]))):
+        ax.annotate(p["run"], (p["latency_ms"], p["val_top1_mean"]), textcoords="offset points",
+                    xytext=(5, 4 if i % 2 else -10), fontsize=7)  # alternate above/below: close points stay legible
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set(xlabel="batch-1 latency (ms, log scale)", ylabel="validation accuracy (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.plot([], [], "*", color="C1", markersize=11, label="weights shipped in resnetkit")
+    ax.plot([], [], "o", color="C0", label="other trained runs")
+    ax.legend(loc="lower right")
+    _suptitle(fig, title, latency_note, " ".join(DATA_NOTE_LINES))
+    return _save(fig, path)

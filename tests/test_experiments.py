@@ -279,3 +279,21 @@ def test_peer_control_trains_pytorchcv_resnet20_without_resnetkit(tmp_path, monk
     assert "wrote" in capsys.readouterr().out and not out.with_suffix(".json.tmp").exists()
     with pytest.raises(SystemExit):
         peer_control.main(["--data", str(tmp_path / "missing.zip")])
+
+
+def test_variants_then_tradeoff_plots_accuracy_against_latency(driver, tmp_path, capsys):
+    out = tmp_path / "results"
+    driver.main(["variants", "--only", "cifar_se_resnet56", "cifar_wrn16_4", "--seeds", "0", "1", "--out", str(out),
+                 *TINY])  # fmt: skip
+    records = json.loads((out / "variants.json").read_text())["records"]
+    assert sorted((r["run"], r["seed"]) for r in records) == [("cifar_se_resnet56", 0), ("cifar_se_resnet56", 1),
+                                                              ("cifar_wrn16_4", 0), ("cifar_wrn16_4", 1)]  # fmt: skip
+    driver.main(["tradeoff", "--out", str(out), "--repeats", "5"])
+    points = {p["run"]: p for p in json.loads((out / "tradeoff.json").read_text())["points"]}
+    se, wide = points["cifar_se_resnet56"], points["cifar_wrn16_4"]
+    assert se["seeds"] == [0, 1] and se["val_top1_std"] >= 0 and 0 < se["val_top1_mean"] <= 100
+    errors = [r["val_error_pct"] for r in records if r["run"] == "cifar_se_resnet56"]
+    assert se["val_top1_mean"] == pytest.approx(100 - sum(errors) / 2)
+    assert wide["macs"] > se["macs"] > 0 and wide["params"] > se["params"]  # 3 units of 64..256 against 16..64
+    assert se["latency_ms"] > 0 and se["train_images_per_s"] > 0 and not se["shipped"]  # cut down: not the weights
+    assert (out / "tradeoff.png").stat().st_size > 10_000 and "wrote" in capsys.readouterr().out

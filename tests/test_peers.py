@@ -110,3 +110,33 @@ def test_macs_and_params_match_torchvision_metadata():
         row = model_row(name)
         assert row.params == meta["num_params"]
         assert round(row.macs / 1e9, 3) == pytest.approx(meta["_ops"], abs=1e-3)
+
+
+def _pytorchcv_names(key: str) -> str:
+    """pytorchcv's CIFAR ResNet parameter names as ours: features.stageS.unitU.body.convK.{conv,bn} ->
+    layerS.(U-1).{convK,bnK}, se.convK -> se.fcK, identity_conv -> downsample, init_block -> conv1/bn1, output -> fc."""
+    import re
+
+    key = re.sub(r"^features\.init_block\.(conv|bn)\.", lambda m: {"conv": "conv1.", "bn": "bn1."}[m[1]], key)
+    key = re.sub(r"^features\.stage(\d)\.unit(\d+)\.", lambda m: f"layer{m[1]}.{int(m[2]) - 1}.", key)
+    key = re.sub(r"body\.conv(\d)\.conv\.", r"conv\1.", key)
+    key = re.sub(r"body\.conv(\d)\.bn\.", r"bn\1.", key)
+    key = re.sub(r"se\.conv(\d)\.", r"se.fc\1.", key)
+    key = key.replace("identity_conv.conv.", "downsample.0.").replace("identity_conv.bn.", "downsample.1.")
+    return key.replace("output.", "fc.")
+
+
+@pytest.mark.parametrize("depth", [20, 56])
+def test_cifar_se_resnet_matches_pytorchcv(depth):
+    """Hu et al.'s CIFAR SE-ResNet (reduction 16, squeeze width channels // 16) as pytorchcv builds it; pytorchcv's
+    CIFAR ResNets use projection shortcuts (option B), so ours is built with shortcut='B' for the comparison."""
+    from pytorchcv.model_provider import get_model
+
+    theirs = randomize_norms(get_model(f"seresnet{depth}_cifar10", pretrained=False)).eval()
+    ours = create_model(f"cifar_se_resnet{depth}", shortcut="B").eval()
+    state = {_pytorchcv_names(k): v for k, v in theirs.state_dict().items()}
+    ours.load_state_dict(state, strict=True)
+    assert [m.fc1.out_channels for m in (ours.layer1[0].se, ours.layer2[0].se, ours.layer3[0].se)] == [1, 2, 4]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=ATOL)  # logits reach ~10 after 56 layers

@@ -36,6 +36,7 @@ class ResidualUnit(nn.Module):
         first_dilation: dilation of the first 3x3 when it differs (first unit of a dilated stage).
         residual: ``False`` drops the shortcut: the plain baseline.
         se_reduction: squeeze-excitation reduction; 0 disables it.
+        se_divisor: the squeeze width is rounded to a multiple of this (see :class:`SqueezeExcite`).
         drop_path: stochastic depth rate of this unit.
         drop_rate: dropout inside the branch (Wide ResNet).
         stride_in_1x1: stride on the first 1x1 of a bottleneck (ResNet v1).
@@ -59,6 +60,7 @@ class ResidualUnit(nn.Module):
         first_dilation: int | None = None,
         residual: bool = True,
         se_reduction: int = 0,
+        se_divisor: int = 8,
         drop_path: float = 0.0,
         drop_rate: float = 0.0,
         stride_in_1x1: bool = False,
@@ -72,7 +74,7 @@ class ResidualUnit(nn.Module):
         self._make_branch(inplanes, planes, stride, groups, base_width, dilations, norm_layer, stride_in_1x1, conv_bias,
                           convs)  # fmt: skip
         self.dropout = nn.Dropout(drop_rate) if drop_rate else nn.Identity()
-        self.se = SqueezeExcite(planes * self.expansion, se_reduction) if se_reduction else nn.Identity()
+        self.se = SqueezeExcite(planes * self.expansion, se_reduction, se_divisor) if se_reduction else nn.Identity()
         self.downsample = downsample
         self.residual = residual
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()

@@ -100,6 +100,8 @@ class ResNetConfig:
         conv_bias: give every convolution a bias (Keras Applications ResNets have them on most convolutions).
         se_reduction: squeeze-and-excitation after the last convolution of every block, with this channel
             reduction (Hu et al. 2018); 0 disables it.
+        se_divisor: round the squeeze width ``channels / se_reduction`` to a multiple of this (8, at least 8, as
+            timm's SE-ResNets); 1 gives the paper's ``channels / se_reduction`` (Hu et al.'s CIFAR nets, pytorchcv).
         num_classes: outputs of the classifier; 0 removes it and the model returns pooled features.
         in_chans: channels of the input image.
         norm: normalisation layer.
@@ -133,6 +135,7 @@ class ResNetConfig:
     stride_last_unit: bool = False
     conv_bias: bool = False
     se_reduction: int = 0
+    se_divisor: int = 8
     num_classes: int = 1000
     in_chans: int = 3
     norm: Norm = Norm.BATCH
@@ -169,6 +172,8 @@ class ResNetConfig:
         if self.shortcut is Shortcut.NONE and (self.zero_init_last or self.drop_path_rate):
             option = "zero_init_last" if self.zero_init_last else "drop_path_rate"
             raise ValueError(f"{option} needs shortcuts: a plain network's residual branch is its only path")
+        if self.se_reduction < 0 or self.se_divisor < 1:
+            raise ValueError(f"need se_reduction >= 0 and se_divisor >= 1, got {self.se_reduction} and {self.se_divisor}")
         if not self.norm_eps > 0:
             raise ValueError(f"norm_eps must be positive, got {self.norm_eps}")
         if self.stem_pool_zero_pad and self.stem is Stem.CIFAR:

@@ -288,6 +288,7 @@ def _make_unit(
         first_dilation=dilations[0],
         residual=c.shortcut is not Shortcut.NONE,
         se_reduction=c.se_reduction,
+        se_divisor=c.se_divisor,
         drop_path=drop_path,
         drop_rate=c.block_drop_rate,
         stride_in_1x1=c.stride_in_1x1,

@@ -54,6 +54,12 @@ def cifar(depth: int, block: BlockType = BASIC, widths: tuple[int, ...] = (16, 3
     return ResNetConfig(block=block, layers=(n, n, n), widths=widths, **options)
 
 
+def se_cifar(depth: int) -> ResNetConfig:
+    """SE-ResNet for CIFAR (Hu et al. 2018, Sec. 6.1 and Table 5): the CIFAR ResNet with squeeze-and-excitation in
+    every unit at reduction 16 and the paper's squeeze width (``channels // 16``: 1, 2, 4 over the three stages)."""
+    return cifar(depth, se_reduction=16, se_divisor=1)
+
+
 def wide_cifar(depth: int, k: int) -> ResNetConfig:
     """WRN-depth-k (Zagoruyko & Komodakis 2016): pre-activation basic units, 16k/32k/64k channels, depth 6n+4."""
     return cifar(depth - 2, widths=(16 * k, 32 * k, 64 * k), preact=True, shortcut=Shortcut.B)
@@ -123,6 +129,11 @@ VARIANTS: dict[str, Variant] = {
     "cifar_preact_resnet164": Variant(cifar(164, BOTTLENECK, preact=True, shortcut=Shortcut.B), 32, params(1.7, IDENTITY)),
     "cifar_preact_resnet1001": Variant(cifar(1001, BOTTLENECK, preact=True, shortcut=Shortcut.B), 32, params(10.2, IDENTITY)),
     # Wide ResNets; add block_drop_rate=0.3 for the paper's dropout.
+    "cifar_se_resnet20": Variant(se_cifar(20), 32),
+    "cifar_se_resnet56": Variant(se_cifar(56), 32),
+    "cifar_se_resnet110": Variant(se_cifar(110), 32),
+    "cifar_wrn16_2": Variant(wide_cifar(16, 2), 32),
+    "cifar_wrn16_4": Variant(wide_cifar(16, 4), 32),
     "cifar_wrn16_8": Variant(wide_cifar(16, 8), 32, params(11.0, WRN)),
     "cifar_wrn28_10": Variant(wide_cifar(28, 10), 32, params(36.5, WRN)),
 }
