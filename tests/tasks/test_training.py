@@ -179,3 +179,28 @@ def test_median_frequency_weights_favour_rare_classes(tmp_path):
     assert weights[0] < 1.0 and pixels[0] == pixels.max()  # the background, the commonest, counts less
     cfg = seg_config(tmp_path, "epochs=1", "optim.class_balance=true")
     assert np.isfinite(fit(cfg, task=task_for(cfg))[-1]["train_loss"])
+
+
+def test_segmentation_under_torchrun_scores_the_whole_val_set(tmp_path):
+    """Two CPU processes on gloo train a segmenter with the same engine; the val mean IoU they report is the one a
+    single process computes over all 5 val frames from the saved weights (an odd count: the shards differ in size,
+    and a metric that were not summed over the processes, or counted a padded frame twice, would differ)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from resnetkit.workflows.evaluate import evaluate_model
+
+    data, out = segmentation_zip(tmp_path, n_train=8, n_val=5), tmp_path / "ddp"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={port}", "-m",
+           "resnetkit", "train", f"data.dataset={data}", *SEG, "epochs=2", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "segmentation"
+    report = evaluate_model(str(out / "weights.safetensors"), split="val").to_dict()
+    assert summary["metrics"]["val"]["miou"] == pytest.approx(report["miou"], abs=1e-6)
