@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="threads for every runtime (default: all cores)")
     parser.add_argument("--calibration-images", type=int, default=512, help="int8 calibration images (a resnetkit "
                         "run's model; random images otherwise)")  # fmt: skip
+    parser.add_argument("--image-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
+                        help="a detector's input image (default: 480 640)")
     parser.add_argument("--json", help="also write the results as a JSON list to this file")
 
 
@@ -42,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
     model, input_size, calibration = _bench_model(args, routes)
     settings = BenchSettings(input_size=args.input_size or input_size, batch=args.batch_size, repeats=args.repeats,
                              warmup=args.warmup, threads=args.threads, calibration=calibration)  # fmt: skip
-    results = bench(model, routes, settings, progress=sys.stderr.isatty())
+    if _is_detector(model):
+        results = _bench_detector(model, routes, settings, tuple(args.image_size), args.routes)
+    else:
+        results = bench(model, routes, settings, progress=sys.stderr.isatty())
     print(format_results(results))
     print(f"\nmedian of {args.repeats} calls after {args.warmup} warm-up calls; "
           f"{machine_note(args.threads or torch.get_num_threads())}")  # fmt: skip
@@ -51,6 +56,27 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def _is_detector(model: torch.nn.Module) -> bool:
+    from ..tasks.training import HEADS
+
+    task = getattr(getattr(model, "record", None), "task", None)
+    return bool(task) and HEADS[task["head"]][0] == "detection"
+
+
+def _bench_detector(model, routes: list[Route], settings: BenchSettings, size: tuple[int, int], asked: str):
+    """A detector takes one image of any size per call: eager and ONNX Runtime (the routes its export supports)."""
+    import tempfile
+
+    from ..tasks.export import bench_detector
+
+    supported = (Route.EAGER, Route.ONNXRUNTIME)
+    if asked != "all" and any(route not in supported for route in routes):
+        raise ValueError("a detector runs on the eager and onnxruntime routes (its ONNX graph is the legacy "
+                         "exporter's, which the other runtimes and int8 do not take)")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        return bench_detector(model, size, settings, Path(tmp), tuple(r.value for r in routes if r in supported))
 
 
 def parse_routes(text: str) -> list[Route]:
@@ -70,11 +96,12 @@ def _bench_model(args: argparse.Namespace, routes: list[Route]) -> tuple[torch.n
     resnetkit, read only when an int8 route will use them."""
     from ..tasks.predict import TaskPredictor, is_task_file
 
-    if is_task_file(args.model):  # a segmentation model: its logits, at its training scale
+    if is_task_file(args.model):  # a segmentation model: its logits, at its training scale; a detector as it is
         predictor = TaskPredictor.load(args.model)
-        if predictor.kind != "segmentation" or any(route.is_int8 for route in routes):
-            raise ValueError("resnetkit bench times classifiers and segmentation models (fp32 routes); a detector's "
-                             "speed is measured by bench/tasks.py")  # fmt: skip
+        if predictor.kind == "detection":
+            return predictor.model, 0, None
+        if any(route.is_int8 for route in routes):
+            raise ValueError("resnetkit bench times segmentation models on fp32 routes; int8 is for classifiers")
         from ..tasks.export import SegmentationLogits
 
         record = predictor.model.record

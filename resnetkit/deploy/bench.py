@@ -168,12 +168,12 @@ def prepare(route: Route, model: nn.Module, settings: BenchSettings, directory: 
     macs = count_macs(model, size, in_chans)
     if route in (Route.EAGER, Route.CHANNELS_LAST):
         module = model if route is Route.EAGER else _channels_last(model)
-        return Prepared(_torch_runner(module), count_params(model), macs, _safetensors_bytes(model), in_chans,
+        return Prepared(_torch_runner(module), count_params(model), macs, safetensors_bytes(model), in_chans,
                         channels_last=route is Route.CHANNELS_LAST)  # fmt: skip
     if route in (Route.FUSED, Route.COMPILED):
         fused = _channels_last(fuse_model(model))
         module = _compiled(fused, size, in_chans) if route is Route.COMPILED else fused
-        return Prepared(_torch_runner(module), count_params(fused), macs, _safetensors_bytes(fused), in_chans,
+        return Prepared(_torch_runner(module), count_params(fused), macs, safetensors_bytes(fused), in_chans,
                         channels_last=True)  # fmt: skip
     if route in (Route.TFLITE, Route.TFLITE_INT8):
         return _prepare_tflite(route, model, settings, directory, threads, macs)
@@ -312,7 +312,8 @@ def _prepare_tflite(route: Route, model: nn.Module, settings: BenchSettings, dir
     return Prepared(tflite_runner(path, threads), count_params(model), macs, path.stat().st_size, in_chans)
 
 
-def _safetensors_bytes(model: nn.Module) -> int:
+def safetensors_bytes(model: nn.Module) -> int:
+    """Bytes of the model's state dict as a safetensors file (what a PyTorch route ships)."""
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     return len(safetensors.torch.save(tensors))
 

@@ -139,6 +139,19 @@ def test_detector_exports_to_onnx_with_parity(det_run, tmp_path, capsys):
     assert [o.name for o in graph.output] == ["boxes", "labels", "scores", "masks"]
 
 
+def test_bench_times_a_detector_eager_and_in_onnx_runtime(det_run, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    timing = ["--image-size", "64", "96", "--repeats", "2", "--warmup", "1", "--threads", "1"]
+    assert main(["bench", str(det_run / "best.safetensors"), *timing, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["route"] for r in rows] == ["eager", "onnxruntime"]
+    assert all(r["batch"] == 1 and r["latency_ms"] > 0 and r["macs"] > 1e6 for r in rows)
+    assert rows[1]["file_bytes"] > rows[0]["file_bytes"] / 2  # the ONNX graph holds the same weights
+    assert "onnxruntime" in capsys.readouterr().out
+    assert main(["bench", str(det_run / "best.safetensors"), "--routes", "int8", *timing]) == 2
+    assert "eager and onnxruntime routes" in capsys.readouterr().err
+
+
 def test_cli_train_eval_predict_segmentation(tmp_path, capsys):
     data = segmentation_zip(tmp_path)
     out = tmp_path / "cli"
