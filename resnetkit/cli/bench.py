@@ -69,7 +69,7 @@ def _bench_detector(model, routes: list[Route], settings: BenchSettings, size: t
     """A detector takes one image of any size per call: eager and ONNX Runtime (the routes its export supports)."""
     import tempfile
 
-    from ..tasks.export import bench_detector
+    from ..workflows.bench import bench_detector
 
     supported = (Route.EAGER, Route.ONNXRUNTIME)
     if asked != "all" and any(route not in supported for route in routes):

@@ -1,4 +1,5 @@
-"""``resnetkit weights [PATTERN]``: the known pretrained weights (``name.tag``)."""
+"""``resnetkit weights [PATTERN]``: the known pretrained weights (``name.tag``): classifiers, then detectors and
+segmenters."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the table of the matching weights; exit status 2 if none matches."""
+    """Print the tables of the matching weights; exit status 2 if none matches."""
+    from ..tasks.checkpoints import task_weights_table
     from ..weights.registry import weights_table
 
-    table = weights_table(args.pattern, markdown=args.format == "markdown")
-    if not table:
+    markdown = args.format == "markdown"
+    tables = [t for t in (weights_table(args.pattern, markdown), task_weights_table(args.pattern, markdown)) if t]
+    if not tables:
         print(f"resnetkit: no weights match {args.pattern!r}", file=sys.stderr)
         return 2
-    print(table)
+    print("\n\n".join(tables))
     return 0

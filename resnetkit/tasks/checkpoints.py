@@ -19,7 +19,7 @@ from torchvision.models import detection, segmentation
 from ..errors import UnknownNameError
 from ..io import checksum_mismatch, download_url
 from ..weights.hub import cache_dir, torch_home
-from ..weights.registry import hash_prefix
+from ..weights.registry import hash_prefix, render_table
 from .backbones import set_frozen_eps
 
 
@@ -98,6 +98,19 @@ TASK_WEIGHTS: dict[str, TaskWeights] = _entries()
 def list_task_weights(pattern: str = "*") -> list[str]:
     """Names of the known detector and segmenter checkpoints matching a shell-style pattern."""
     return sorted(n for n in TASK_WEIGHTS if fnmatch.fnmatchcase(n, pattern))
+
+
+def task_weights_table(pattern: str = "*", markdown: bool = False) -> str:
+    """The detector and segmenter checkpoints as a table: name, builder, classes, published metrics, size, source."""
+    header = ["weights", "model", "classes", "published metrics", "params", "size", "source"]
+    rows = []
+    for name in list_task_weights(pattern):
+        e = TASK_WEIGHTS[name]
+        metrics = "; ".join(f"{data}: " + ", ".join(f"{k} {v}" for k, v in values.items())
+                            for data, values in e.metrics.items())  # fmt: skip
+        rows.append([name, f"{e.builder}({e.backbone})", str(e.num_classes), metrics, f"{e.num_params / 1e6:.2f}M",
+                     f"{e.file_mb:.1f} MB", e.url])  # fmt: skip
+    return render_table(header, rows, markdown)
 
 
 def get_task_weights(name: str) -> TaskWeights:

@@ -129,8 +129,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def is_task_file(source: str | Path) -> bool:
     """Whether ``source`` is a model file holding a task model (detection, segmentation, video, depth; reads its
-    header only)."""
+    header only), or the name of a published detector or segmenter checkpoint."""
     from ..weights.format import is_resnetkit_file, read_record
+    from .checkpoints import TASK_WEIGHTS
 
+    if str(source) in TASK_WEIGHTS:
+        return True
     path = Path(source)
     return path.is_file() and path.suffix == ".safetensors" and is_resnetkit_file(path) and bool(read_record(path).task)

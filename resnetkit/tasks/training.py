@@ -37,6 +37,7 @@ from ..train.task import Classification, Task, Trainer, options_of, recipe_summa
 from ..train.task_metrics import DetectionMeter, SegmentationMeter
 from ..weights import load_checked, read_any
 from ..weights.hub import resolve
+from .checkpoints import TASK_WEIGHTS, get_task_weights
 from .depth_training import DepthTask, depth_head
 from .detection import faster_rcnn, mask_rcnn, retinanet
 from .segmentation import deeplabv3, fcn
@@ -95,9 +96,15 @@ def load_task_model(source: str | Path) -> nn.Module:
     """Rebuild a detection or segmentation model from a resnetkit model file alone (a run's ``best.safetensors``,
     ``weights.safetensors``, or a published file), its weights loaded and its record as ``model.record``.
 
+    A name of :data:`~resnetkit.tasks.TASK_WEIGHTS` (torchvision's COCO checkpoints, ``maskrcnn_resnet50_fpn.coco_v1``)
+    is built, downloaded once (cached, SHA-256 prefix checked) and given a record too, so ``resnetkit predict``,
+    ``export`` and ``bench`` take it as they take a file.
+
     Example:
         >>> model = load_task_model("runs/camvid/best.safetensors")  # doctest: +SKIP
     """
+    if str(source) in TASK_WEIGHTS:
+        return published_task_model(str(source))
     state, record = read_any(resolve(source))
     if not record.task:
         raise UserError(f"{source} is a {record.arch} classifier, not a task model: load it with resnetkit.load_model")
@@ -105,6 +112,24 @@ def load_task_model(source: str | Path) -> nn.Module:
     model = build_task_model(record.arch, task["head"], task["num_classes"], task["options"], backbone_options(record))
     load_checked(model, state, source=f"weights {source}")
     model.record = record
+    return model.eval()
+
+
+# torchvision's segmentation references train and evaluate VOC/COCO at a shorter side of 520 pixels
+PUBLISHED_SEGMENTATION_SIZE = 520
+
+
+def published_task_model(name: str) -> nn.Module:
+    """torchvision's checkpoint ``name`` on its resnetkit model, with a record: the categories, torchvision's
+    preprocessing (ImageNet statistics; segmenters at a shorter side of 520, detectors resize inside) and the task."""
+    entry = get_task_weights(name)
+    kind, builder = HEADS[entry.builder]
+    model = builder(entry.backbone, entry.num_classes, weights=entry.name)
+    size = PUBLISHED_SEGMENTATION_SIZE if kind == "segmentation" else Preprocess().crop_size
+    task = {"head": entry.builder, "num_classes": entry.num_classes, "options": {"aux": True} if entry.aux else {},
+            "base_size": size if kind == "segmentation" else None}  # fmt: skip
+    model.record = ModelRecord(entry.backbone, backbone_of(model).config, Preprocess(size, size), entry.categories,
+                               recipe=entry.recipe, source=entry.url, extra={"metrics": entry.metrics}, task=task)  # fmt: skip
     return model.eval()
 
 

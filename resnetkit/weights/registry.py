@@ -155,6 +155,11 @@ def weights_table(pattern: str = "*", markdown: bool = False) -> str:
         rows.append([name, f"{m.top1:.2f}" if m else "", f"{m.top5:.2f}" if m and m.top5 is not None else "",
                      f"{m.dataset} {m.split}" if m else "", f"{e.num_params / 1e6:.2f}M", f"{e.file_mb:.1f} MB",
                      f"{e.preprocess.resize_size}/{e.preprocess.crop_size}", e.source])  # fmt: skip
+    return render_table(header, rows, markdown)
+
+
+def render_table(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:
+    """Rows under a header as aligned text columns or a Markdown table; empty when there are no rows."""
     if not rows:
         return ""
     if markdown:

@@ -100,3 +100,32 @@ def test_weights_of_another_model_are_refused_before_any_download():
         deeplabv3("resnet18", weights="fcn_resnet50.coco_voc_v1")
     with pytest.raises(Exception, match="unknown task weights 'nope'"):
         fcn("resnet50", weights="nope")
+
+
+def test_a_published_name_loads_predicts_and_is_listed(server, caches, monkeypatch, tmp_path, capsys):
+    """``load_task_model`` and the CLI take a checkpoint's registry name as they take a file: built, downloaded
+    once through the checked path, given torchvision's categories and preprocessing."""
+    from PIL import Image
+
+    from resnetkit.cli import main
+    from resnetkit.tasks import load_task_model
+
+    url, www, log = server
+    published = fcn("resnet18", num_classes=3, aux=True)
+    filename, prefix = _publish(published, www, "fcn_tiny_coco")
+    name = "fcn_resnet50.coco_voc_v1"
+    entry = dataclasses.replace(TASK_WEIGHTS[name], url=url + filename, filename=filename, sha256=prefix,
+                                backbone="resnet18", categories=("bg", "a", "b"))  # fmt: skip
+    monkeypatch.setitem(TASK_WEIGHTS, name, entry)
+    model = load_task_model(name)
+    assert model.record.classes == ("bg", "a", "b") and model.record.task["head"] == "fcn"
+    assert model.record.task["base_size"] == 520 and model.record.source == entry.url and not model.training
+    assert torch.equal(model.classifier[4].weight, published.classifier[4].weight)
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "street.png")
+    assert main(["predict", name, str(tmp_path / "street.png"), "--out", str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred" / "street.png").is_file() and (tmp_path / "pred" / "street.json").is_file()
+    assert len(log) == 1, "downloaded once, then read from the cache"
+    capsys.readouterr()
+    assert main(["weights", "fcn_*"]) == 0
+    listed = capsys.readouterr().out
+    assert "fcn_resnet50.coco_voc_v1" in listed and "fcn(resnet18)" in listed
