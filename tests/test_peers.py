@@ -126,6 +126,18 @@ def _pytorchcv_names(key: str) -> str:
     return key.replace("output.", "fc.")
 
 
+def test_cifar_resnext_matches_pytorchcv():
+    """Xie et al.'s CIFAR ResNeXt-29 as pytorchcv builds it (``resnext29_32x4d_cifar10``), loaded by name mapping."""
+    from pytorchcv.model_provider import get_model
+
+    theirs = randomize_norms(get_model("resnext29_32x4d_cifar10", pretrained=False)).eval()
+    ours = create_model("cifar_resnext29_32x4d").eval()
+    ours.load_state_dict({_pytorchcv_names(k): v for k, v in theirs.state_dict().items()}, strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=ATOL)
+
+
 @pytest.mark.parametrize("depth", [20, 56])
 def test_cifar_se_resnet_matches_pytorchcv(depth):
     """Hu et al.'s CIFAR SE-ResNet (reduction 16, squeeze width channels // 16) as pytorchcv builds it; pytorchcv's

@@ -60,6 +60,14 @@ def se_cifar(depth: int) -> ResNetConfig:
     return cifar(depth, se_reduction=16, se_divisor=1)
 
 
+def resnext_cifar(cardinality: int, group_width: int) -> ResNetConfig:
+    """ResNeXt-29 for CIFAR (Xie et al. 2017, Sec. 5.3): 64-channel 3x3 stem, three stages of three bottleneck units
+    with 256, 512 and 1024 outputs, ``cardinality`` groups of ``group_width`` channels in the first stage's 3x3
+    (doubling per stage, as torchvision's ``width_per_group``), projection shortcuts."""
+    return cifar(29, BOTTLENECK, widths=(64, 128, 256), stem_width=64, groups=cardinality, width_per_group=group_width,
+                 shortcut=Shortcut.B)  # fmt: skip
+
+
 def wide_cifar(depth: int, k: int) -> ResNetConfig:
     """WRN-depth-k (Zagoruyko & Komodakis 2016): pre-activation basic units, 16k/32k/64k channels, depth 6n+4."""
     return cifar(depth - 2, widths=(16 * k, 32 * k, 64 * k), preact=True, shortcut=Shortcut.B)
@@ -85,6 +93,7 @@ TABLE6 = "He et al. 2015, Table 6"
 IDENTITY = "He et al. 2016, Table 3"  # "Identity Mappings in Deep Residual Networks"
 WRN = "Zagoruyko & Komodakis 2016, Table 5"
 RESNEXT = "Xie et al. 2017, Table 1"
+RESNEXT_CIFAR = "Xie et al. 2017, Table 7"
 SENET = "Hu et al. 2018, Table 2"
 RESNET_D = {"stem": Stem.DEEP, "avg_down": True}
 
@@ -132,6 +141,9 @@ VARIANTS: dict[str, Variant] = {
     "cifar_se_resnet20": Variant(se_cifar(20), 32),
     "cifar_se_resnet56": Variant(se_cifar(56), 32),
     "cifar_se_resnet110": Variant(se_cifar(110), 32),
+    "cifar_resnext29_32x4d": Variant(resnext_cifar(32, 4), 32),
+    "cifar_resnext29_8x64d": Variant(resnext_cifar(8, 64), 32, params(34.4, RESNEXT_CIFAR)),
+    "cifar_resnext29_16x64d": Variant(resnext_cifar(16, 64), 32, params(68.1, RESNEXT_CIFAR)),
     "cifar_wrn16_2": Variant(wide_cifar(16, 2), 32),
     "cifar_wrn16_4": Variant(wide_cifar(16, 4), 32),
     "cifar_wrn16_8": Variant(wide_cifar(16, 8), 32, params(11.0, WRN)),
