@@ -155,6 +155,10 @@ class _DenseTask(Task):
         return train, val
 
     def build_model(self, cfg: TrainConfig, data: RunData, world: D.World) -> tuple[TrainConfig, nn.Module]:
+        if cfg.model.head == "deeplabv3" and cfg.data.batch_size // world.size < 2:
+            raise UserError(f"DeepLabv3's image-pooling BatchNorm needs at least 2 images per process in training; "
+                            f"data.batch_size={cfg.data.batch_size} over {world.size} process(es) gives "
+                            f"{cfg.data.batch_size // world.size}")  # fmt: skip
         model = build_task_model(cfg.model.name, cfg.model.head, data.num_classes, dict(cfg.model.head_options),
                                  dict(cfg.model.options))  # fmt: skip
         return cfg, model

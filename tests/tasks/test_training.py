@@ -107,6 +107,8 @@ def test_segmentation_trains_with_ema_resumes_and_rebuilds_from_its_file(tmp_pat
 def test_segmentation_refuses_what_it_cannot_use(tmp_path):
     with pytest.raises(UserError, match="qat: not available for segmentation"):
         fit(seg_config(tmp_path, "qat=true"), task=Segmentation())
+    with pytest.raises(UserError, match="at least 2 images per process.*data.batch_size=1 over 1 process"):
+        fit(seg_config(tmp_path, "data.batch_size=1"), task=Segmentation())
 
 
 @pytest.fixture(scope="module")
