@@ -66,21 +66,23 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Callable
 
+import plots  # experiments/plots.py and tables.py, beside this file
+import tables
 import torch
 from PIL import Image, UnidentifiedImageError
+from tables import DATA_NOTE
 from tqdm.auto import tqdm
 
-from resnetkit import runtime
+from resnetkit import create_model, runtime
 from resnetkit.cli import build_parser as resnetkit_parser
+from resnetkit.deploy.bench import interleaved_onnx_latencies
+from resnetkit.deploy.export import export_onnx, sample_images
+from resnetkit.models.complexity import count_macs
 from resnetkit.train import TrainConfig, fit, load_config
 from resnetkit.train.checkpoint import LAST
 from resnetkit.train.report import read_log
 from resnetkit.weights import list_weights
 from resnetkit.weights.publish import publish_run
-
-import plots  # experiments/plots.py and tables.py, beside this file
-import tables
-from tables import DATA_NOTE
 
 JPEG_ZIP = "../shared/data/cifar10-jpeg-train.zip"
 SOURCE_JPEG_QUALITY = 75  # JPEG_ZIP's images: libjpeg's standard tables scaled for quality 75, 4:2:0 chroma
@@ -462,10 +464,6 @@ def _arch_key(record: dict[str, Any]) -> str:
 
 def _latencies(archs: list[str], threads: int, repeats: int) -> list[float]:
     """Batch-1 ONNX Runtime latency (ms) of each architecture (random weights: the time does not depend on them)."""
-    from resnetkit import create_model
-    from resnetkit.deploy.bench import interleaved_onnx_latencies
-    from resnetkit.deploy.export import export_onnx, sample_images
-
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i, key in enumerate(tqdm(archs, desc="exporting", unit="model")):
@@ -484,9 +482,6 @@ def _point(run: str, group: list[dict[str, Any]], latency_ms: float, shipped: se
     accuracy = [100.0 - r["val_error_pct"] for r in group]
     rates = [run_config(Path(r["run_dir"]))["train_config"]["data"]["batch_size"] * r["steps"] / r["train_time_s"]
              for r in group if r["train_time_s"]]  # fmt: skip
-    from resnetkit import create_model
-    from resnetkit.models.complexity import count_macs
-
     macs = count_macs(create_model(first["model"], **first["options"]), 32, 3)
     return {"run": run, "model": first["model"], "options": first["options"], "seeds": [r["seed"] for r in group],
             "val_top1_mean": statistics.fmean(accuracy), "val_top1_std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
