@@ -7,7 +7,8 @@ Each route is :mod:`resnetkit.deploy.bench`'s (the same exported, quantised or c
 times): its latency is the median of ``--repeats`` batch-1 calls, and its accuracy is ``resnetkit eval``'s on the
 ``--split`` images the model was trained beside (CIFAR-10: the 5,000 held-out images of the JPEG copy), run
 through that route's own runtime. int8 routes are calibrated on ``--calibration`` training images. Core ML files
-are converted and their size measured, but run only on macOS; TensorRT needs a CUDA GPU.
+are converted and their size measured, but run only on macOS; TensorRT (fp16, int8) needs a CUDA GPU and the
+``tensorrt`` extra, and its rows name the GPU.
 
 Results are merged into ``--out`` (JSON; a new measurement replaces the same model and route, a route that cannot
 run here never replaces one measured elsewhere, such as the LiteRT rows measured in the environment of the
@@ -30,20 +31,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from resnetkit.deploy.bench import BenchSettings, Prepared, Route, available_routes, prepare, time_calls
+from resnetkit.deploy.bench import BenchSettings, Prepared, Route, prepare, time_calls, unavailable_reason
 from resnetkit.deploy.export import sample_images
 from resnetkit.runtime import hardware_name
 from resnetkit.weights import load_model
 from resnetkit.workflows.calibrate import calibration_images
 from resnetkit.workflows.evaluate import evaluate_model
 
-COREML, TENSORRT = "coreml", "tensorrt"
+COREML = "coreml"  # not a bench route: converted and sized here, run on macOS only
+TENSORRT_ROUTES = ("tensorrt", "tensorrt_int8")
 DEFAULT_ROUTES = ("eager", "onnxruntime", "int8", "openvino", "openvino_int8", "tflite", "tflite_int8", COREML,
-                  TENSORRT)  # fmt: skip
-PRECISION = {"int8": "int8", "openvino_int8": "int8", "tflite_int8": "int8", TENSORRT: "fp16"}
+                  *TENSORRT_ROUTES)  # fmt: skip
+PRECISION = {"int8": "int8", "openvino_int8": "int8", "tflite_int8": "int8", "tensorrt": "fp16",
+             "tensorrt_int8": "int8"}  # fmt: skip
 RUNTIME = {"eager": "PyTorch", "channels_last": "PyTorch", "fused": "PyTorch", "compiled": "PyTorch (Inductor)",
            "onnxruntime": "ONNX Runtime", "int8": "ONNX Runtime", "openvino": "OpenVINO", "openvino_int8": "OpenVINO",
-           "tflite": "LiteRT (XNNPACK)", "tflite_int8": "LiteRT (XNNPACK)", COREML: "Core ML", TENSORRT: "TensorRT"}  # fmt: skip
+           "tflite": "LiteRT (XNNPACK)", "tflite_int8": "LiteRT (XNNPACK)", COREML: "Core ML", "tensorrt": "TensorRT",
+           "tensorrt_int8": "TensorRT"}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,9 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table", default="bench/results/deploy_matrix.md")
     args = parser.parse_args(argv)
     routes = [r.strip() for r in args.routes.split(",") if r.strip()]
-    unknown = sorted(set(routes) - {r.value for r in Route} - {COREML, TENSORRT})
+    unknown = sorted(set(routes) - {r.value for r in Route} - {COREML})
     if unknown:
-        parser.error(f"unknown route(s) {unknown}; choose from {[r.value for r in Route] + [COREML, TENSORRT]}")
+        parser.error(f"unknown route(s) {unknown}; choose from {[r.value for r in Route] + [COREML]}")
     torch.set_num_threads(args.threads)
     command = shlex.join(["python", "bench/deploy_matrix.py", *(argv if argv is not None else sys.argv[1:])])
     rows = [row for model in args.models for row in measure_model(model, routes, args, command)]
@@ -91,21 +95,17 @@ def measure_model(source: str, routes: list[str], args: argparse.Namespace, comm
             elif route == COREML:
                 rows.append(row | coreml_size(model, Path(tmp)))
             else:
-                rows.append(row | measure_route(source, model, Route(route), settings, Path(tmp), args))
+                gpu = {"hardware": hardware_name("cuda")} if route in TENSORRT_ROUTES else {}
+                rows.append(row | measure_route(source, model, Route(route), settings, Path(tmp), args) | gpu)
             print(f"{source} {route}: {summary_line(rows[-1])}", flush=True)
     return rows
 
 
 def unavailable(route: str) -> str | None:
     """Why ``route`` cannot run on this machine, or None."""
-    if route == TENSORRT:
-        return None if torch.cuda.is_available() else "needs a CUDA GPU (none here)"
     if route == COREML:
         return None if importlib.util.find_spec("coremltools") else "needs coremltools (pip install 'resnetkit[coreml]')"
-    if Route(route) not in available_routes():
-        extra = "litert" if route.startswith("tflite") else "openvino"
-        return f"runtime not installed here (pip install 'resnetkit[{extra}]')"
-    return None
+    return unavailable_reason(Route(route))
 
 
 def measure_route(source: str, model: torch.nn.Module, route: Route, settings: BenchSettings, directory: Path,

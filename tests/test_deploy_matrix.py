@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,10 +38,15 @@ def test_matrix_measures_routes_and_keeps_rows_measured_elsewhere(matrix, tiny_c
         assert rows["tflite"]["hardware"] != "a phone"  # measured here: the new row wins
     else:  # not runnable here: the row measured elsewhere is kept, and the table says where
         assert rows["tflite"] == elsewhere and "a phone" in table.read_text()
-    if not matrix.unavailable("tensorrt"):
-        pytest.skip("a CUDA machine: the TensorRT route is measured, not refused")
-    assert rows["tensorrt"]["measured"] is False and "CUDA" in rows["tensorrt"]["reason"]
-    assert "not measured: needs a CUDA GPU" in table.read_text() and "python bench/deploy_matrix.py" in table.read_text()
+    trt = rows["tensorrt"]
+    if not matrix.unavailable("tensorrt"):  # a CUDA machine with the tensorrt extra: measured on the GPU
+        assert trt["measured"] and trt["hardware"] == torch.cuda.get_device_name() and trt["top1"] > 0.6
+    elif torch.cuda.is_available():
+        assert not trt["measured"] and "resnetkit[tensorrt]" in trt["reason"]
+    else:
+        assert not trt["measured"] and "CUDA" in trt["reason"]
+        assert "not measured: needs a CUDA GPU" in table.read_text()
+    assert "python bench/deploy_matrix.py" in table.read_text()
 
 
 def test_matrix_refuses_unknown_routes(matrix, tiny_checkpoint, tmp_path):

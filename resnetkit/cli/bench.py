@@ -9,7 +9,15 @@ from pathlib import Path
 
 import torch
 
-from ..deploy.bench import BenchSettings, Route, available_routes, bench, format_results, machine_note
+from ..deploy.bench import (
+    BenchSettings,
+    Route,
+    available_routes,
+    bench,
+    format_results,
+    machine_note,
+    unavailable_reason,
+)
 from ..deploy.export import default_input_size
 from ..models import create_model
 from ..weights import load_model
@@ -88,6 +96,10 @@ def parse_routes(text: str) -> list[Route]:
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"unknown route {unknown[0]!r}; choose from all, {', '.join(known)}")
+    for name in names:
+        reason = unavailable_reason(known[name])
+        if reason:
+            raise ValueError(f"route {name!r} cannot run here: {reason}")
     return [known[name] for name in names]
 
 

@@ -1,6 +1,7 @@
 """``resnetkit export MODEL``: a model file or registry name to ONNX, TorchScript, a torch.export program, Keras,
-LiteRT or Core ML, parity-checked (Core ML: described, since it runs on macOS only); with ``--int8``, to int8 ONNX or
-LiteRT calibrated on the model's own training images (or ``--data``)."""
+LiteRT, Core ML or TensorRT, parity-checked (Core ML: described, since it runs on macOS only; TensorRT: on a CUDA
+GPU); with ``--int8``, to int8 ONNX, LiteRT or TensorRT calibrated on the model's own training images (or
+``--data``)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from ..weights import load_model
 from ..workflows import calibration_images
 
 NAME = "export"
-HELP = "export a model to ONNX, TorchScript, torch.export, Keras, LiteRT or Core ML, checked against eager PyTorch"
+HELP = "export a model to ONNX, TorchScript, torch.export, Keras, LiteRT, Core ML or TensorRT, checked against eager"
 KERAS = "keras"  # not an EXPORTERS format: resnetkit.deploy.keras_export builds the Keras model itself
 TFLITE = "tflite"  # resnetkit.deploy.litert (optional litert-torch), run in the LiteRT interpreter
 COREML = "coreml"  # resnetkit.deploy.coreml (optional coremltools); its predictions run on macOS only
+TENSORRT = "tensorrt"  # resnetkit.deploy.tensorrt (optional torch-tensorrt); needs a CUDA GPU
 PARITY_BATCH = 8  # images in the parity check (plus one single-image batch)
 INT8_CHECK_IMAGES = 64  # held-out training images the int8 check runs: one top-1 flip is 1.5%, the pass mark 95%
 
@@ -30,11 +32,12 @@ INT8_CHECK_IMAGES = 64  # held-out training images the int8 check runs: one top-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a model file (a run's best.safetensors, converted or published weights) or a "
                         "registry name")  # fmt: skip
-    parser.add_argument("--format", choices=[*(f.value for f in Format), KERAS, TFLITE, COREML],
+    parser.add_argument("--format", choices=[*(f.value for f in Format), KERAS, TFLITE, COREML, TENSORRT],
                         default=Format.ONNX.value, help="onnx (run by ONNX Runtime), torchscript (traced), exported "
                         "(torch.export .pt2), keras (a Keras 3 .keras model, checked under Keras' torch backend), "
-                        "tflite (LiteRT, checked in its interpreter) or coreml (an ML Program .mlpackage taking "
-                        "raw-pixel images; checked for its interface, not run: Core ML predicts on macOS only)")  # fmt: skip
+                        "tflite (LiteRT, checked in its interpreter), coreml (an ML Program .mlpackage taking "
+                        "raw-pixel images; checked for its interface, not run: Core ML predicts on macOS only) or "
+                        "tensorrt (Torch-TensorRT engines in an .ep file, checked on the GPU; CUDA only)")  # fmt: skip
     parser.add_argument("--fuse", action="store_true", help="fold BatchNorm into the convolutions first")
     parser.add_argument("--out", help="file to write (default: beside the model file, e.g. best.onnx, best-fused.pt2, "
                         "best-int8.onnx; for a registry name, in the current folder)")  # fmt: skip
@@ -42,12 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "passes; exit status 1 above it (default: 1e-4; with --int8: the fp32 step's)")  # fmt: skip
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or later (default: 18)")
     parser.add_argument("--int8", action="store_true", help="static int8 ONNX (ONNX Runtime QDQ, per-channel "
-                        "weights) or LiteRT (full-integer) calibrated on training images; passes on top-1 agreement "
-                        "with eager")  # fmt: skip
+                        "weights), LiteRT (full-integer) or TensorRT (Model Optimizer Q/DQ) calibrated on training "
+                        "images; passes on top-1 agreement with eager")  # fmt: skip
     parser.add_argument("--int8-mode", choices=["static", "dynamic"], default="static", help="with --format tflite "
                         "--int8: static (full-integer, calibrated; default) or dynamic (dynamic-range: int8 weights, "
                         "activations quantized per call)")  # fmt: skip
-    parser.add_argument("--fp16", action="store_true", help="with --format coreml: float16 weights and arithmetic")
+    parser.add_argument("--fp16", action="store_true", help="with --format coreml or tensorrt: float16 weights and "
+                        "arithmetic (TensorRT: passes on top-1 agreement with eager)")  # fmt: skip
     parser.add_argument("--calibration-images", type=int, default=512, metavar="N",
                         help="with --int8: calibrate on the first N training images (default: 512)")  # fmt: skip
     calibration = DEFAULT_CALIBRATION.value
@@ -60,18 +64,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export ``args.model``; print the parity line; 0 if it passes (within ``args.atol`` of eager, or for
     ``--int8`` enough top-1 agreement), 1 if not."""
-    if args.int8 and args.format not in (Format.ONNX.value, TFLITE):
-        raise ValueError(f"--int8 writes ONNX or LiteRT (--format onnx or tflite), not --format {args.format}")
+    if args.int8 and args.format not in (Format.ONNX.value, TFLITE, TENSORRT):
+        raise ValueError(f"--int8 writes ONNX, LiteRT or TensorRT (--format onnx, tflite or tensorrt), not --format "
+                         f"{args.format}")  # fmt: skip
     if args.int8_mode != "static" and not (args.int8 and args.format == TFLITE):
         raise ValueError("--int8-mode chooses how --int8 --format tflite quantizes; add --int8 --format tflite")
-    if args.fp16 and args.format != COREML:
-        raise ValueError(f"--fp16 is for --format coreml; it does not work with --format {args.format}")
+    if args.fp16 and args.format not in (COREML, TENSORRT):
+        raise ValueError(f"--fp16 is for --format coreml or tensorrt; it does not work with --format {args.format}")
+    if args.fp16 and args.int8:
+        raise ValueError("--fp16 and --int8 are two precisions; choose one")
     if args.format == KERAS:
         return _export_keras(args)
     if args.format == TFLITE:
         return _export_tflite(args)
     if args.format == COREML:
         return _export_coreml(args)
+    if args.format == TENSORRT:
+        return _export_tensorrt(args)
     fmt = Format(args.format)
     if args.data and not args.int8:
         raise ValueError("--data chooses the calibration images of --int8; add --int8")
@@ -160,6 +169,32 @@ def _export_coreml(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_tensorrt(args: argparse.Namespace) -> int:
+    """A classifier to TensorRT engines (fp32, ``--fp16`` or ``--int8`` calibrated like LiteRT's), checked against
+    eager PyTorch on the GPU."""
+    from ..deploy.tensorrt import Precision, TensorRTFormat, export_tensorrt, require_tensorrt
+
+    require_tensorrt()  # a CUDA GPU and torch-tensorrt, before any calibration images are read
+    model = _edge_model(args, "TensorRT")
+    exported = fuse_model(model) if args.fuse else model
+    precision = Precision.INT8 if args.int8 else Precision.FP16 if args.fp16 else Precision.FP32
+    suffix = {Precision.FP16: "-fp16", Precision.INT8: "-int8"}.get(precision, "")
+    path = Path(args.out) if args.out else default_export_path(args.model, TensorRTFormat.TENSORRT, args.fuse)
+    path = path if args.out else path.with_name(path.stem + suffix + path.suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pre = model.record.preprocess
+    calibration, inputs = None, sample_images(PARITY_BATCH, pre.crop_size, len(pre.mean), pre.mean, pre.std)
+    if args.int8:
+        calibration, inputs = _calibration_split(args, model)
+    try:
+        report = export_tensorrt(exported, path, precision, calibration=calibration, reference=model, inputs=inputs,
+                                 atol=args.atol)  # fmt: skip
+    except ParityError as err:
+        return _failed(err.report, path)
+    print(report.line())
+    return 0
+
+
 def _edge_model(args: argparse.Namespace, route: str) -> nn.Module:
     from ..tasks.predict import is_task_file
 
@@ -169,7 +204,7 @@ def _edge_model(args: argparse.Namespace, route: str) -> nn.Module:
     return load_model(args.model).eval()
 
 
-def _calibration_split(args: argparse.Namespace, model: nn.Module, static: bool = True):
+def _calibration_split(args: argparse.Namespace, model: nn.Module, static: bool = True, method: str = ""):
     """The first ``--calibration-images`` training images and the next :data:`INT8_CHECK_IMAGES` to check on; for
     dynamic-range int8 (no calibration) of weights that do not name their data and no ``--data``, image-like
     samples to check on."""
@@ -187,7 +222,7 @@ def _calibration_split(args: argparse.Namespace, model: nn.Module, static: bool 
         raise ValueError(f"{dataset} has {len(images)} training images, too few to calibrate on {count} and check "
                          f"on {INT8_CHECK_IMAGES} more; lower --calibration-images")  # fmt: skip
     if static:
-        print(f"calibrating on {count} training images of {dataset}, checking on the next {len(held_out)}")
+        print(f"calibrating on {count} training images of {dataset}{method}, checking on the next {len(held_out)}")
     return calibration, held_out
 
 
@@ -201,17 +236,7 @@ def default_export_path(model: str | Path, fmt: Format | enum.Enum, fused: bool,
 
 def _export_int8(args: argparse.Namespace, model: ResNet, exported: nn.Module, path: Path):
     """Calibrate on the first N training images, check on the next :data:`INT8_CHECK_IMAGES`."""
-    count = args.calibration_images
-    if count < 2:
-        raise ValueError(f"--calibration-images must be at least 2 (a few hundred in real use), got {count}")
-    images = calibration_images(model.record, count + INT8_CHECK_IMAGES, dataset=args.data)
-    calibration, held_out = images[:count], images[count:]
-    dataset = args.data or model.record.train_config["data"]["dataset"]
-    if len(held_out) < 2:
-        raise ValueError(f"{dataset} has {len(images)} training images, too few to calibrate on {count} and check "
-                         f"on {INT8_CHECK_IMAGES} more; lower --calibration-images")  # fmt: skip
-    print(f"calibrating on {count} training images of {dataset} ({args.calibration}), "
-          f"checking on the next {len(held_out)}")  # fmt: skip
+    calibration, held_out = _calibration_split(args, model, method=f" ({args.calibration})")
     return export_int8(exported, path, calibration, reference=model, inputs=held_out,
                        method=Calibration(args.calibration), atol=args.atol, opset=args.opset)  # fmt: skip
 

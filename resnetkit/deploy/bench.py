@@ -16,6 +16,10 @@ Each route turns the same eval-mode network into a function from an input batch 
   interpreter with its XNNPACK CPU delegate; ``tflite_int8`` the full-integer int8 file, calibrated like ``int8``.
   Both need the ``litert`` extra. A LiteRT file takes one image per call, as on a phone, so its larger-batch
   throughput is that of a loop over images.
+* ``tensorrt``: TensorRT engines built by Torch-TensorRT in fp16 (:mod:`.tensorrt`, parity-checked against eager
+  on the GPU); ``tensorrt_int8`` with Model Optimizer's int8 quantize/dequantize pairs, calibrated like ``int8``.
+  They appear only where CUDA and the ``tensorrt`` extra are present; their calls take and return CPU tensors, so
+  the copies to and from the GPU are inside the measured time, as a caller holding images in memory sees it.
 
 Every route is timed the same way: ``warmup`` calls, then ``repeats`` timed calls; the latency is the median call
 time (``time.perf_counter``), at batch 1 and at a larger batch, whose throughput is ``batch / median``. Threads
@@ -65,11 +69,13 @@ class Route(enum.Enum):
     OPENVINO_INT8 = "openvino_int8"
     TFLITE = "tflite"
     TFLITE_INT8 = "tflite_int8"
+    TENSORRT = "tensorrt"
+    TENSORRT_INT8 = "tensorrt_int8"
 
     @property
     def is_int8(self) -> bool:
         """Runs a static int8 model, which is calibrated on ``BenchSettings.calibration``."""
-        return self in (Route.INT8, Route.OPENVINO_INT8, Route.TFLITE_INT8)
+        return self in (Route.INT8, Route.OPENVINO_INT8, Route.TFLITE_INT8, Route.TENSORRT_INT8)
 
 
 @dataclass(frozen=True)
@@ -115,15 +121,24 @@ class BenchSettings:
 
 
 def available_routes() -> list[Route]:
-    """Every route whose runtime is installed (OpenVINO and LiteRT are optional)."""
-    routes = list(Route)
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        routes = [r for r in routes if r not in (Route.OPENVINO, Route.OPENVINO_INT8)]
-    if not all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert")):
-        routes = [r for r in routes if r not in (Route.TFLITE, Route.TFLITE_INT8)]
-    return routes
+    """Every route whose runtime is installed (OpenVINO and LiteRT are optional; TensorRT also needs CUDA)."""
+    return [route for route in Route if unavailable_reason(route) is None]
+
+
+def unavailable_reason(route: Route) -> str | None:
+    """Why ``route`` cannot run on this machine (a missing runtime, no CUDA), or None when it can."""
+    if route in (Route.OPENVINO, Route.OPENVINO_INT8) and not importlib.util.find_spec("openvino"):
+        return "runtime not installed here (pip install 'resnetkit[openvino]')"
+    if route in (Route.TFLITE, Route.TFLITE_INT8) and not all(
+        importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert")
+    ):
+        return "runtime not installed here (pip install 'resnetkit[litert]')"
+    if route in (Route.TENSORRT, Route.TENSORRT_INT8):
+        if not torch.cuda.is_available():
+            return "needs a CUDA GPU (none here)"
+        if not importlib.util.find_spec("torch_tensorrt"):
+            return "runtime not installed here (pip install 'resnetkit[tensorrt]')"
+    return None
 
 
 def bench(
@@ -177,6 +192,8 @@ def prepare(route: Route, model: nn.Module, settings: BenchSettings, directory: 
                         channels_last=True)  # fmt: skip
     if route in (Route.TFLITE, Route.TFLITE_INT8):
         return _prepare_tflite(route, model, settings, directory, threads, macs)
+    if route in (Route.TENSORRT, Route.TENSORRT_INT8):
+        return _prepare_tensorrt(route, model, settings, directory, macs)
     onnx_path = _fp32_onnx(model, size, in_chans, directory)
     if route.is_int8:
         onnx_path = _int8_onnx(onnx_path, settings, in_chans)
@@ -312,6 +329,25 @@ def _prepare_tflite(route: Route, model: nn.Module, settings: BenchSettings, dir
     return Prepared(tflite_runner(path, threads), count_params(model), macs, path.stat().st_size, in_chans)
 
 
+def _prepare_tensorrt(route: Route, model: nn.Module, settings: BenchSettings, directory: Path,
+                      macs: int) -> Prepared:  # fmt: skip
+    """The route's ``.ep`` file (fp16, or int8 calibrated like ``int8``), checked against eager on the GPU; timed
+    with batches up to ``settings.batch``."""
+    from .tensorrt import Precision, export_tensorrt, tensorrt_runner
+
+    size, in_chans = settings.input_size, _in_chans(model)
+    path = directory / f"{route.value}.ep"
+    calibration = None
+    if route is Route.TENSORRT_INT8:
+        calibration = settings.calibration
+        if calibration is None:
+            calibration = sample_images(64, size, in_chans, seed=2)
+    precision = Precision.INT8 if route is Route.TENSORRT_INT8 else Precision.FP16
+    export_tensorrt(model, path, precision, calibration=calibration, inputs=sample_images(4, size, in_chans),
+                    min_top1_agreement=0.0, max_batch=max(settings.batch, 4))  # fmt: skip
+    return Prepared(tensorrt_runner(path), count_params(model), macs, path.stat().st_size, in_chans)
+
+
 def safetensors_bytes(model: nn.Module) -> int:
     """Bytes of the model's state dict as a safetensors file (what a PyTorch route ships)."""
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -352,7 +388,7 @@ def machine_note(threads: int) -> str:
 def runtime_versions() -> str:
     """Versions of torch and of the optional runtimes that are installed."""
     versions = [f"torch {torch.__version__}"]
-    for module in ("onnxruntime", "openvino", "ai_edge_litert"):
+    for module in ("onnxruntime", "openvino", "ai_edge_litert", "torch_tensorrt"):
         try:
             versions.append(f"{module} {__import__(module).__version__}")
         except (ImportError, AttributeError):
