@@ -115,8 +115,7 @@ def export_tensorrt(
     with torch.no_grad():
         compiled = torch_tensorrt.compile(gpu, ir="dynamo", inputs=[spec], disable_tf32=True, min_block_size=1,
                                           **options)  # fmt: skip
-        torch_tensorrt.save(compiled, str(path), output_format="exported_program",
-                            arg_inputs=[inputs[:2].to(device)])  # fmt: skip
+        torch_tensorrt.save(compiled, str(path), output_format="exported_program", arg_inputs=[spec])  # dynamic batch
     eager = _OnDevice(copy.deepcopy(model if reference is None else reference).eval(), device)
     report = check_parity(TensorRTFormat.TENSORRT, path, eager, inputs, atol, run=tensorrt_runner(path))
     if precision is not Precision.FP32:
