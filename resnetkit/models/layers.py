@@ -84,9 +84,9 @@ NORM_LAYERS: dict[Norm, NormLayer] = {
 class SqueezeExcite(nn.Module):
     """Channel attention: global average, bottleneck MLP (as 1x1 convolutions), sigmoid gate.
 
-    Parameter names (``fc1``, ``fc2``) and the reduced width (``channels / reduction`` rounded to a multiple of
-    ``divisor``, at least ``divisor``: 8 as timm, so its SE-ResNet checkpoints load unchanged; 1 is the paper's
-    width, e.g. 1 channel of 16 in Hu et al.'s CIFAR nets) follow timm.
+    The parameter names (``fc1``, ``fc2``) follow timm. The reduced width is ``channels / reduction`` rounded to a
+    multiple of ``divisor`` (at least ``divisor``): 8, as timm, so its SE-ResNet checkpoints load unchanged; 1 gives
+    the paper's width, e.g. 1 channel of 16 in Hu et al.'s CIFAR nets.
     """
 
     def __init__(self, channels: int, reduction: int = 16, divisor: int = 8):

@@ -137,13 +137,14 @@ VARIANTS: dict[str, Variant] = {
     "cifar_preact_resnet110": Variant(cifar(110, preact=True, shortcut=Shortcut.B), 32, params(1.7, IDENTITY)),
     "cifar_preact_resnet164": Variant(cifar(164, BOTTLENECK, preact=True, shortcut=Shortcut.B), 32, params(1.7, IDENTITY)),
     "cifar_preact_resnet1001": Variant(cifar(1001, BOTTLENECK, preact=True, shortcut=Shortcut.B), 32, params(10.2, IDENTITY)),
-    # Wide ResNets; add block_drop_rate=0.3 for the paper's dropout.
+    # SE-ResNets and ResNeXt-29 for CIFAR.
     "cifar_se_resnet20": Variant(se_cifar(20), 32),
     "cifar_se_resnet56": Variant(se_cifar(56), 32),
     "cifar_se_resnet110": Variant(se_cifar(110), 32),
     "cifar_resnext29_32x4d": Variant(resnext_cifar(32, 4), 32),
     "cifar_resnext29_8x64d": Variant(resnext_cifar(8, 64), 32, params(34.4, RESNEXT_CIFAR)),
     "cifar_resnext29_16x64d": Variant(resnext_cifar(16, 64), 32, params(68.1, RESNEXT_CIFAR)),
+    # Wide ResNets; add block_drop_rate=0.3 for the paper's dropout.
     "cifar_wrn16_2": Variant(wide_cifar(16, 2), 32),
     "cifar_wrn16_4": Variant(wide_cifar(16, 4), 32),
     "cifar_wrn16_8": Variant(wide_cifar(16, 8), 32, params(11.0, WRN)),
