@@ -144,7 +144,10 @@ class DetectionMeter(_LossMean):
         self.class_names = list(class_names)
         self.masks = masks
         self.iou_types = ("bbox", "segm") if masks else ("bbox",)
-        self.metric = MeanAveragePrecision(iou_type=self.iou_types, class_metrics=True, backend="pycocotools")
+        # the engine scores the whole val set in one process: torchmetrics' default all_gather at compute() under
+        # torchrun would wait for processes that are already training the next epoch (a deadlock)
+        self.metric = MeanAveragePrecision(iou_type=self.iou_types, class_metrics=True, backend="pycocotools",
+                                           sync_on_compute=False)  # fmt: skip
         self._result: dict[str, torch.Tensor] | None = None
         self.count = 0  # images seen
 

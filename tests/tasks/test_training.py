@@ -196,26 +196,39 @@ def test_median_frequency_weights_favour_rare_classes(tmp_path):
     assert np.isfinite(fit(cfg, task=task_for(cfg))[-1]["train_loss"])
 
 
-def test_segmentation_under_torchrun_scores_the_whole_val_set(tmp_path):
-    """Two CPU processes on gloo train a segmenter with the same engine; the val mean IoU they report is the one a
-    single process computes over all 5 val frames from the saved weights (an odd count: the shards differ in size,
-    and a metric that were not summed over the processes, or counted a padded frame twice, would differ)."""
+@pytest.mark.parametrize("task", ["segmentation", "detection"])
+def test_dense_tasks_under_torchrun_score_the_whole_val_set(tmp_path, task):
+    """Two CPU processes on gloo train a segmenter (DeepLabv3) or a detector (Mask R-CNN, whose heads see a
+    different number of proposals on each process) with the same engine; the val metric they report is the one a
+    single process computes over every val image from the saved weights (odd counts: shards of unequal size)."""
     import os
+    import signal
     import socket
     import subprocess
     import sys
 
     from resnetkit.workflows.evaluate import evaluate_model
 
-    data, out = segmentation_zip(tmp_path, n_train=8, n_val=5), tmp_path / "ddp"
+    if task == "segmentation":
+        data, options, metric = segmentation_zip(tmp_path, n_train=8, n_val=5), SEG, "miou"
+    else:
+        data, options, metric = detection_zip(tmp_path, n_train=4, n_val=3), DET, "bbox_map50"
+    out = tmp_path / "ddp"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={port}", "-m",
-           "resnetkit", "train", f"data.dataset={data}", *SEG, "epochs=2", "--out", str(out)]  # fmt: skip
-    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
+           "resnetkit", "train", f"data.dataset={data}", *options, "epochs=2", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as launcher:  # fmt: skip
+        try:
+            _, stderr = launcher.communicate(timeout=600)
+        except subprocess.TimeoutExpired:  # a hang: stop torchrun and both workers, not the launcher alone
+            os.killpg(launcher.pid, signal.SIGKILL)
+            raise
+    assert launcher.returncode == 0, stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["task"] == "segmentation"
+    assert summary["task"] == task
     report = evaluate_model(str(out / "weights.safetensors"), split="val").to_dict()
-    assert summary["metrics"]["val"]["miou"] == pytest.approx(report["miou"], abs=1e-6)
+    assert summary["metrics"]["val"][metric] == pytest.approx(report[metric], abs=1e-6)
