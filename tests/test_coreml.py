@@ -109,7 +109,7 @@ def test_cli_rejects_options_of_other_routes(tiny_checkpoint, capsys):
     assert main(["export", str(tiny_checkpoint), "--format", "onnx", "--fp16"]) == 2
     assert "--fp16 is for --format coreml" in capsys.readouterr().err
     assert main(["export", str(tiny_checkpoint), "--format", "coreml", "--int8"]) == 2
-    assert "--int8 writes ONNX or LiteRT" in capsys.readouterr().err
+    assert "--int8 writes ONNX, LiteRT or TensorRT" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="on macOS the check runs the package")
