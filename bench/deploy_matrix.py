@@ -80,7 +80,8 @@ def measure_model(source: str, routes: list[str], args: argparse.Namespace, comm
     model = load_model(source).eval()
     record = model.record
     size = record.preprocess.crop_size
-    calibration = calibration_images(source, args.calibration) if any("int8" in r for r in routes) else None
+    int8 = any("int8" in r and not unavailable(r) for r in routes)
+    calibration = calibration_images(source, args.calibration) if int8 else None
     settings = BenchSettings(input_size=size, batch=1, repeats=args.repeats, warmup=10, threads=args.threads,
                              calibration=calibration)  # fmt: skip
     base = {"model": source, "arch": record.arch, "split": args.split, "threads": args.threads,
