@@ -14,6 +14,7 @@ from ..io import natural_key
 from .config import ResNetConfig
 from .features import FeatureExtractor
 from .layers import NormLayer
+from . import mobile as mobile_module
 from .mobile import MOBILE_VARIANTS, MobileConfig, MobileFeatureExtractor, MobileNetwork, create_mobile
 from .resnet import ResNet
 from .variants import VARIANTS, VIDEO_VARIANTS, Variant
@@ -117,9 +118,14 @@ def _create_classifier(name: str, pretrained: bool | str, norm_layer: NormLayer 
 def _create_mobile(name: str, pretrained: bool | str, norm_layer: NormLayer | None, features_only: bool,
                    out_indices: int | Sequence[int] | None, frozen_stages: int,
                    **overrides: Any) -> MobileNetwork | MobileFeatureExtractor:  # fmt: skip
-    """A mobile variant (torchvision's checkpoints for ``pretrained``), as a classifier or as a backbone."""
+    """A mobile variant, as a classifier or as a backbone; ``pretrained`` (or ``name.tag``) loads torchvision's
+    checkpoints, or weights trained here and shipped in the package (``cifar_mobilenet_v2.c10jpeg_cpu30``)."""
     if norm_layer is not None:
         raise ValueError(f"{name} does not take norm_layer (mobile networks use BatchNorm)")
     name, _, tag = name.partition(".")
-    model = create_mobile(name, tag or pretrained, **overrides)
+    tag = tag or pretrained
+    if isinstance(tag, str) and f"{name}.{tag}" not in mobile_module.MOBILE_WEIGHTS and _pretrained_loader is not None:
+        model = _pretrained_loader(create_mobile(name, **overrides), name, tag)  # weights trained here, shipped
+    else:
+        model = create_mobile(name, tag, **overrides)  # torchvision's checkpoints
     return MobileFeatureExtractor(model, out_indices, frozen_stages) if features_only else model
