@@ -178,9 +178,10 @@ def _export_tensorrt(args: argparse.Namespace) -> int:
     model = _edge_model(args, "TensorRT")
     exported = fuse_model(model) if args.fuse else model
     precision = Precision.INT8 if args.int8 else Precision.FP16 if args.fp16 else Precision.FP32
-    suffix = {Precision.FP16: "-fp16", Precision.INT8: "-int8"}.get(precision, "")
-    path = Path(args.out) if args.out else default_export_path(args.model, TensorRTFormat.TENSORRT, args.fuse)
-    path = path if args.out else path.with_name(path.stem + suffix + path.suffix)
+    fmt = TensorRTFormat.TENSORRT
+    path = Path(args.out) if args.out else default_export_path(args.model, fmt, args.fuse, args.int8)
+    if args.fp16 and not args.out:
+        path = path.with_name(path.stem + "-fp16" + path.suffix)
     path.parent.mkdir(parents=True, exist_ok=True)
     pre = model.record.preprocess
     calibration, inputs = None, sample_images(PARITY_BATCH, pre.crop_size, len(pre.mean), pre.mean, pre.std)
