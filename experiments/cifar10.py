@@ -427,7 +427,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def tradeoff(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """``OUT/tradeoff.json`` and ``.png``: every finished run of every experiment under ``--out`` (the images as
+    """``OUT/tradeoff.json``, ``.png`` and ``.md`` (a table): every finished run of every experiment under ``--out`` (the images as
     given; the ``jpeg`` experiment's re-encoded ones left out), one point per run name: validation accuracy
     (mean ± std over seeds) against batch-1 latency in ONNX Runtime, measured here side by side for every
     architecture; with params, MACs, and the training images/s and time of the machines that trained it."""
@@ -450,11 +450,12 @@ def tradeoff(args: argparse.Namespace) -> list[dict[str, Any]]:
                            f"interleaved over every architecture, on {runtime.hardware_name()}",
                 "command": shlex.join(["python", "experiments/cifar10.py", *sys.argv[1:]]), "points": points}  # fmt: skip
     (args.out / "tradeoff.json").write_text(json.dumps(document, indent=1))
+    (args.out / "tradeoff.md").write_text("\n".join(tables.tradeoff_markdown(document)))
     plots.accuracy_vs_latency(points, args.out / "tradeoff.png", document["title"], document["latency"])
     for p in sorted(points, key=lambda p: p["latency_ms"]):
         print(f"{p['run']:<28} {p['val_top1_mean']:6.2f}% ± {p['val_top1_std']:.2f} ({len(p['seeds'])} seed(s))  "
               f"{p['latency_ms']:6.2f} ms  {p['macs'] / 1e6:7.1f} M MACs  {p['params'] / 1e6:5.2f} M params")
-    print(f"wrote {args.out / 'tradeoff.json'} and {args.out / 'tradeoff.png'}", flush=True)
+    print(f"wrote {args.out / 'tradeoff.json'}, .png and .md", flush=True)
     return points
 
 

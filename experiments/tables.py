@@ -59,6 +59,24 @@ def _cells(group: list[dict]) -> list[str]:
             "<br>".join(f"`{c}`".replace("|", "\\|") for c in commands)]  # fmt: skip
 
 
+def tradeoff_markdown(document: dict) -> list[str]:
+    """The accuracy-latency points as a table, fastest first: what each trained model costs and buys."""
+    columns = ["run", "val. accuracy† (%)", "seeds", "params", "MACs", "ONNX Runtime batch 1 (ms)",
+               "training images/s", "train time", "trained on"]  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * 7 + "---|"]
+    for p in sorted(document["points"], key=lambda p: p["latency_ms"]):
+        spread = f" ± {p['val_top1_std']:.2f}" if len(p["seeds"]) > 1 else ""
+        rate = "–" if p["train_images_per_s"] is None else f"{p['train_images_per_s']:.0f}"
+        lines.append("| " + " | ".join([
+            f"`{p['run']}`" + (" (shipped)" if p["shipped"] else ""), f"{p['val_top1_mean']:.2f}{spread}",
+            str(len(p["seeds"])), f"{p['params'] / 1e6:.2f}M", f"{p['macs'] / 1e6:.0f}M", f"{p['latency_ms']:.2f}",
+            rate, _duration(p["train_time_s"]), "<br>".join(p["hardware"])]) + " |")  # fmt: skip
+    return lines + ["", "† mean ± std over the seeds, on the held-out split of the JPEG copy (see the note on the "
+                    f"data). Latency: {document['latency']}. Training images/s and time: the mean over the seeds, "
+                    "on the machines named, in each run's precision (bf16 where its command says so); a run that shared "
+                    "the machine or was paused and resumed reads slower.", ""]
+
+
 def _error(records: list[dict]) -> str:
     errors = [r["val_error_pct"] for r in records if r["val_error_pct"] is not None]
     if not errors:

@@ -297,3 +297,5 @@ def test_variants_then_tradeoff_plots_accuracy_against_latency(driver, tmp_path,
     assert wide["macs"] > se["macs"] > 0 and wide["params"] > se["params"]  # 3 units of 64..256 against 16..64
     assert se["latency_ms"] > 0 and se["train_images_per_s"] > 0 and not se["shipped"]  # cut down: not the weights
     assert (out / "tradeoff.png").stat().st_size > 10_000 and "wrote" in capsys.readouterr().out
+    rows = [line for line in (out / "tradeoff.md").read_text().splitlines() if line.startswith("| `cifar_se")]
+    assert rows and f"{se['val_top1_mean']:.2f} ± {se['val_top1_std']:.2f}" in rows[0]  # the table is the points
