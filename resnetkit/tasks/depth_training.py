@@ -60,6 +60,12 @@ def options_of(cfg: TrainConfig) -> dict[str, Any]:
     return split_options(dict(cfg.model.head_options))[0]
 
 
+def _augmentation(d) -> str:
+    """``depth_transform``'s training augmentation in words."""
+    base = f" of shorter side {d.base_size}" if d.base_size else ""
+    return f"random {d.input_size}-pixel crops{base}{', flips' if d.flip else ''}"
+
+
 class DepthTask(Task):
     """Supervised depth: the multi-scale ``loss`` over valid pixels; the standard depth metrics in validation."""
 
@@ -121,7 +127,7 @@ class DepthTask(Task):
         size = d.base_size or d.input_size
         return ModelRecord(
             cfg.model.name, t.model.encoder.config, Preprocess(size, size, mean=t.data.mean, std=t.data.std),
-            ("depth",), (), recipe_summary(cfg), source=f"resnetkit training run {t.out}",
+            ("depth",), (), recipe_summary(cfg, _augmentation(cfg.data)), source=f"resnetkit training run {t.out}",
             extra={"epoch": t.epoch, "step": t.step, "ema": t.ema is not None, "dataset": d.dataset,
                    "split": "val", "val": val},
             train_config=cfg.to_dict(), task=task,

@@ -143,6 +143,10 @@ class _DenseTask(Task):
     """What segmentation and detection share: datasets with their own train and val folders, per-sample
     transforms in DataLoader workers, a task model from ``model.head``, and records that carry the task."""
 
+    def augmentation(self, cfg: TrainConfig) -> str:
+        """The training augmentation in words, for the record's recipe line."""
+        raise NotImplementedError
+
     def check(self, cfg: TrainConfig) -> None:
         refuse_classifier_options(cfg, self.name)
         head_kind(cfg.model.head)
@@ -178,7 +182,8 @@ class _DenseTask(Task):
         size = d.base_size or d.input_size
         return ModelRecord(
             cfg.model.name, backbone_of(t.model).config, Preprocess(size, size, mean=t.data.mean, std=t.data.std),
-            tuple(t.data.classes), (), recipe_summary(cfg), source=f"resnetkit training run {t.out}",
+            tuple(t.data.classes), (), recipe_summary(cfg, self.augmentation(cfg)),
+            source=f"resnetkit training run {t.out}",
             extra={"epoch": t.epoch, "step": t.step, "ema": t.ema is not None, "dataset": d.dataset,
                    "split": "val", "val": val},
             train_config=cfg.to_dict(), task=task,
@@ -191,6 +196,11 @@ class Segmentation(_DenseTask):
 
     name = "segmentation"
     metric = "miou"
+
+    def augmentation(self, cfg: TrainConfig) -> str:
+        d, (low, high) = cfg.data, cfg.data.scale_range
+        base = f" of shorter side {d.base_size}" if d.base_size else ""
+        return f"random scale {low}-{high}x{base}, {d.input_size}-pixel crops{', flips' if d.flip else ''}"
 
     def build_data(self, cfg: TrainConfig, device: torch.device, world: D.World) -> RunData:
         from ..data.segmentation import SegmentationDataset, segmentation_collate, segmentation_transform
@@ -279,6 +289,12 @@ class Detection(_DenseTask):
 
     name = "detection"
     metric = "bbox_map50"
+
+    def augmentation(self, cfg: TrainConfig) -> str:
+        sizes = cfg.model.head_options.get("min_size", 800)  # torchvision's default shorter side
+        many = isinstance(sizes, (list, tuple)) and len(sizes) > 1
+        shown = f"{min(sizes)}-{max(sizes)} (one drawn per image)" if many else sizes
+        return f"shorter side {shown} px{', flips' if cfg.data.flip else ''}"
 
     def build_data(self, cfg: TrainConfig, device: torch.device, world: D.World) -> RunData:
         from ..data.detection import CocoDetection, detection_collate, detection_transform

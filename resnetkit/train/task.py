@@ -194,10 +194,11 @@ def split_name(cfg: TrainConfig) -> str:
     return f"val ({int(d.val_size) if d.val_size >= 1 else f'{d.val_size:.0%}'} held out, split_seed {d.split_seed})"
 
 
-def recipe_summary(cfg: TrainConfig) -> str:
-    """The recipe in one line: optimizer, schedule, batch, length, augmentation, precision."""
+def recipe_summary(cfg: TrainConfig, augmentation: str | None = None) -> str:
+    """The recipe in one line: optimizer, schedule, batch, length, augmentation, precision. ``augmentation``: the
+    task's own in words, where it does not follow ``data.augment`` (segmentation, detection, depth)."""
     o, d = cfg.optim, cfg.data
     length = f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs} epochs"
     text = (f"SGD lr {o.lr} ({o.schedule.value}), momentum {o.momentum}, wd {o.weight_decay}, batch {d.batch_size}, "
-            f"{length}, {d.augment.value} augmentation")  # fmt: skip
+            f"{length}, {augmentation or f'{d.augment.value} augmentation'}")  # fmt: skip
     return text if cfg.precision.value == "fp32" else f"{text}, {cfg.precision.value} autocast"

@@ -125,6 +125,7 @@ def test_cli_trains_the_depth_recipe_and_the_file_rebuilds(tmp_path, capsys):
     model = load_task_model(out / "best.safetensors")
     assert model.record.task["head"] == "depth" and model.record.task["depth"]["loss"] == "l1_gradient"
     assert model.record.task["options"]["max_depth"] == 10.0 and model.encoder.config.widths == (8, 16, 32, 64)
+    assert "-pixel crops of shorter side 32" in model.record.recipe  # depth_transform's, not data.augment
     cfg = load_config("depth_folder", [*args, "epochs=2", f"out={out}"])
     fit(cfg, resume=True, task=task_for(cfg))  # resumed from last.safetensors for its second epoch
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

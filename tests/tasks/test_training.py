@@ -98,6 +98,7 @@ def test_segmentation_trains_with_ema_resumes_and_rebuilds_from_its_file(tmp_pat
     assert summary["best_val_miou"] == max(r["val_miou"] for r in history)
     model = load_task_model(tmp_path / "seg" / "weights.safetensors")
     assert model.record.task["head"] == "deeplabv3" and model.record.classes == ("background", "red", "blue")
+    assert model.record.recipe.endswith("random scale 0.5-2.0x, 24-pixel crops, flips")  # the task's, not data.augment
     out = model(torch.zeros(1, 3, 24, 24))["out"]
     assert out.shape == (1, 3, 24, 24)
     resumed = fit(seg_config(tmp_path, "epochs=5", "ema_decay=0.5"), resume=True, task=Segmentation())
@@ -128,6 +129,7 @@ def test_detection_trains_and_measures_coco_ap(det_run):
     assert summary["task"] == "detection" and {"bbox_map50", "segm_map", "per_class"} <= set(val)
     model = load_task_model(det_run / "best.safetensors")
     assert type(model).__name__ == "MaskRCNN" and model.record.classes == ("__background__", "box")
+    assert model.record.recipe.endswith("2 epochs, shorter side 64 px, flips")
 
 
 def test_detector_exports_to_onnx_with_parity(det_run, tmp_path, capsys):
