@@ -555,7 +555,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def publish(args: argparse.Namespace) -> None:
-    """Ship a finished run's final weights inside the package as ``<model>.<tag>`` (see resnetkit.weights.publish)."""
+    """Ship a finished run's final weights inside the package as ``<model>.<tag>``, a task run's as
+    ``<head>_<model>.<tag>`` (see resnetkit.weights.publish)."""
     meta = _read_json(args.run_dir / "driver.json")
     command = args.command or meta.get("train_command")
     if not command:
@@ -564,8 +565,11 @@ def publish(args: argparse.Namespace) -> None:
         raise SystemExit(f"cifar10.py: {args.run_dir} has not finished (no summary.json); resume it first")
     machine = args.hardware or " + ".join(meta.get("hardware", [])) or hardware("auto")
     entry = publish_run(args.run_dir, args.tag, command, machine)
-    print(f"published {entry['arch']}.{entry['tag']}: val top-1 {entry['metrics'][0]['top1']:.2f}%, "
-          f"{entry['file_mb']} MB, sha256 {entry['sha256'][:12]}...", flush=True)
+    if "name" in entry:  # a detector or segmenter (resnetkit train camvid_deeplabv3, balloon_maskrcnn)
+        name, score = entry["name"], "; ".join(f"{k} {v:.4f}" for m in entry["metrics"].values() for k, v in m.items())
+    else:
+        name, score = f"{entry['arch']}.{entry['tag']}", f"val top-1 {entry['metrics'][0]['top1']:.2f}%"
+    print(f"published {name}: {score}, {entry['file_mb']} MB, sha256 {entry['sha256'][:12]}...", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,6 @@
-"""torchvision's published COCO checkpoints of its ResNet detectors and segmenters, and loading them.
+"""torchvision's published COCO checkpoints of its ResNet detectors and segmenters, the ones resnetkit trained
+and ships in the package (``weights/files/task_manifest.json``, written by ``resnetkit.weights.publish``), and
+loading them.
 
 The entries are read from torchvision's own weight enums (address, categories, published metrics, recipe), so
 they cannot drift from what torchvision serves. torchvision publishes the first 8 hex digits of each file's SHA-256
@@ -9,6 +11,7 @@ only, resumable, checked before the file gets its final name) into resnetkit's w
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from torchvision.models import detection, segmentation
 from ..errors import UnknownNameError
 from ..io import checksum_mismatch, download_url
 from ..weights.hub import cache_dir, torch_home
-from ..weights.registry import hash_prefix, render_table
+from ..weights.registry import TASK_MANIFEST, hash_prefix, render_table
 from .backbones import set_frozen_eps
 
 
@@ -31,9 +34,9 @@ class TaskWeights:
         name: ``model.tag`` (``fasterrcnn_resnet50_fpn.coco_v1``).
         builder: the ``resnetkit.tasks`` builder that makes the model (``faster_rcnn``, ``deeplabv3``, ...).
         backbone: the resnetkit variant under the head.
-        url: download address.
-        filename: file name in the cache.
-        sha256: the published prefix of the file's SHA-256.
+        url: download address; ``None`` for weights shipped inside the package.
+        filename: file name in the cache (or in the package's ``weights/files``).
+        sha256: the published prefix of the file's SHA-256 (the whole of it for shipped weights).
         categories: class names, background first.
         metrics: published metrics (``{"COCO-val2017": {"box_map": 37.0}}``).
         num_params: parameter count.
@@ -47,7 +50,7 @@ class TaskWeights:
     name: str
     builder: str
     backbone: str
-    url: str
+    url: str | None
     filename: str
     sha256: str
     categories: tuple[str, ...]
@@ -61,6 +64,10 @@ class TaskWeights:
     @property
     def num_classes(self) -> int:
         return len(self.categories)
+
+    @property
+    def source(self) -> str:
+        return self.url or f"resnetkit (shipped: weights/files/{self.filename})"
 
 
 # (torchvision weights enum member, resnetkit builder, backbone, our tag)
@@ -92,7 +99,16 @@ def _entries() -> dict[str, TaskWeights]:
     return entries
 
 
-TASK_WEIGHTS: dict[str, TaskWeights] = _entries()
+def shipped_entries(manifest: Path = TASK_MANIFEST) -> dict[str, TaskWeights]:
+    """The task models resnetkit ships, from their manifest (see :func:`resnetkit.weights.publish.publish_run`)."""
+    records = json.loads(manifest.read_text()) if manifest.is_file() else []
+    entries = [TaskWeights(r["name"], r["builder"], r["backbone"], None, r["filename"], r["sha256"],
+                           tuple(r["categories"]), r["metrics"], r["num_params"], r["file_mb"], r["recipe"],
+                           aux=r["aux"]) for r in records]  # fmt: skip
+    return {e.name: e for e in entries}
+
+
+TASK_WEIGHTS: dict[str, TaskWeights] = {**_entries(), **shipped_entries()}
 
 
 def list_task_weights(pattern: str = "*") -> list[str]:
@@ -109,7 +125,7 @@ def task_weights_table(pattern: str = "*", markdown: bool = False) -> str:
         metrics = "; ".join(f"{data}: " + ", ".join(f"{k} {v}" for k, v in values.items())
                             for data, values in e.metrics.items())  # fmt: skip
         rows.append([name, f"{e.builder}({e.backbone})", str(e.num_classes), metrics, f"{e.num_params / 1e6:.2f}M",
-                     f"{e.file_mb:.1f} MB", e.url])  # fmt: skip
+                     f"{e.file_mb:.1f} MB", e.source])  # fmt: skip
     return render_table(header, rows, markdown)
 
 

@@ -36,7 +36,7 @@ from ..train.data import RunData, train_loader
 from ..train.task import Classification, Task, Trainer, options_of, recipe_summary, refuse_classifier_options
 from ..train.task_metrics import DetectionMeter, SegmentationMeter
 from ..weights import load_checked, read_any
-from ..weights.hub import resolve
+from ..weights.hub import checked_shipped, resolve
 from .checkpoints import TASK_WEIGHTS, get_task_weights
 from .depth_training import DepthTask, depth_head
 from .detection import faster_rcnn, mask_rcnn, retinanet
@@ -96,15 +96,19 @@ def load_task_model(source: str | Path) -> nn.Module:
     """Rebuild a detection or segmentation model from a resnetkit model file alone (a run's ``best.safetensors``,
     ``weights.safetensors``, or a published file), its weights loaded and its record as ``model.record``.
 
-    A name of :data:`~resnetkit.tasks.TASK_WEIGHTS` (torchvision's COCO checkpoints, ``maskrcnn_resnet50_fpn.coco_v1``)
-    is built, downloaded once (cached, SHA-256 prefix checked) and given a record too, so ``resnetkit predict``,
-    ``export`` and ``bench`` take it as they take a file.
+    A name of :data:`~resnetkit.tasks.TASK_WEIGHTS` is loaded too: torchvision's COCO checkpoints
+    (``maskrcnn_resnet50_fpn.coco_v1``) are built, downloaded once (cached, SHA-256 prefix checked) and given a
+    record, and the models resnetkit ships (``deeplabv3_resnet18.<tag>``) are read from the package after their
+    SHA-256 is checked; so ``resnetkit predict``, ``export`` and ``bench`` take a name as they take a file.
 
     Example:
         >>> model = load_task_model("runs/camvid/best.safetensors")  # doctest: +SKIP
     """
     if str(source) in TASK_WEIGHTS:
-        return published_task_model(str(source))
+        entry = get_task_weights(str(source))
+        if entry.url is not None:
+            return published_task_model(entry.name)
+        source = checked_shipped(entry)
     state, record = read_any(resolve(source))
     if not record.task:
         raise UserError(f"{source} is a {record.arch} classifier, not a task model: load it with resnetkit.load_model")

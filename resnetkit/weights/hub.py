@@ -39,7 +39,7 @@ def cache_dir(override: str | Path | None = None) -> Path:
 def fetch(entry: WeightsEntry, cache: str | Path | None = None, progress: bool = True) -> Path:
     """The local resnetkit weights file of a registry entry: shipped, cached, or downloaded and converted now."""
     if entry.url is None:
-        return _checked_shipped(entry)
+        return checked_shipped(entry)
     folder = cache_dir(cache)
     converted = folder / f"{entry.name}.safetensors"
     if converted.is_file():
@@ -55,8 +55,9 @@ def fetch(entry: WeightsEntry, cache: str | Path | None = None, progress: bool =
     return converted
 
 
-def _checked_shipped(entry: WeightsEntry) -> Path:
-    """A shipped file, after checking it is there and whole (its SHA-256 against the manifest's)."""
+def checked_shipped(entry: Any) -> Path:
+    """A shipped file, after checking it is there and whole (its SHA-256 against the manifest's). ``entry``: a
+    :class:`WeightsEntry` or a task model's entry (anything with ``name``, ``filename`` and ``sha256``)."""
     path = SHIPPED / entry.filename
     if not path.is_file():
         raise FileNotFoundError(f"shipped weights {entry.name} are missing from {SHIPPED}; reinstall resnetkit")

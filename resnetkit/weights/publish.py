@@ -1,6 +1,8 @@
 """Publish a finished training run as shipped weights: ``weights/files/<arch>.<tag>.safetensors`` plus its entry
 in ``weights/files/manifest.json``, which the registry reads, so ``create_model(arch, pretrained=True)`` loads
-them offline.
+them offline. A detector's or segmenter's run becomes ``<head>_<arch>.<tag>`` (``deeplabv3_resnet18.camvid_cpu50``)
+in ``task_manifest.json``, which ``resnetkit.tasks`` reads beside torchvision's published checkpoints, so
+``resnetkit predict deeplabv3_resnet18.camvid_cpu50 street.jpg`` works offline.
 
 The published tensors are the run's final weights (its ``weights.safetensors``: the EMA when the run kept one), not
 the epoch with the best validation score: choosing the epoch on the validation split and then reporting that
@@ -20,7 +22,7 @@ import dataclasses
 
 from ..io import atomic_write, file_digest
 from .format import model_with, read_weights, save_weights
-from .registry import MANIFEST, SHIPPED, entry_from_dict
+from .registry import MANIFEST, SHIPPED, TASK_MANIFEST, entry_from_dict
 
 RUN_WEIGHTS = "weights.safetensors"  # what a finished ``resnetkit train`` run leaves: its final weights
 
@@ -49,12 +51,14 @@ def publish_run(
     """
     run_dir, files = Path(run_dir), Path(files)
     tensors, record = read_weights(run_dir / RUN_WEIGHTS)
-    if not record.metrics:
-        raise ValueError(f"{run_dir / RUN_WEIGHTS} has no validation accuracy for its last epoch; evaluate every epoch")
-    metrics = tuple(dataclasses.replace(m, dataset=_dataset_name(m.dataset)) for m in record.metrics)
     epochs = record.extra["epoch"]
     extra = {"epochs": epochs, "steps": record.extra["step"], "hardware": hardware, "command": command,
              "wall_time_s": round(run_wall_time(run_dir, epochs), 1)}  # fmt: skip
+    if record.task:
+        return _publish_task_run(run_dir, tag, tensors, record, extra, files)
+    if not record.metrics:
+        raise ValueError(f"{run_dir / RUN_WEIGHTS} has no validation accuracy for its last epoch; evaluate every epoch")
+    metrics = tuple(dataclasses.replace(m, dataset=_dataset_name(m.dataset)) for m in record.metrics)
     record = record.replace(metrics=metrics, source=f"resnetkit training run {run_dir.name}", extra=extra)
     filename = f"{record.arch}.{tag}.safetensors"
     save_weights(files / filename, tensors, record)
@@ -66,8 +70,42 @@ def publish_run(
              "num_params": sum(p.numel() for p in model_with(record, tensors).parameters()),
              "file_mb": round((files / filename).stat().st_size / 1e6, 2), "recipe": record.recipe}  # fmt: skip
     entry_from_dict(entry)  # fail before writing a manifest the registry could not read
-    _update_manifest(files / MANIFEST.name, entry)
+    _update_manifest(files / MANIFEST.name, entry, key=("arch", "tag"))
     return entry
+
+
+def _publish_task_run(run_dir: Path, tag: str, tensors: dict, record: Any, extra: dict, files: Path) -> dict[str, Any]:
+    """A detector's or segmenter's run as ``<head>_<arch>.<tag>``: its record keeps the task and the validation
+    metrics of its last epoch (``extra["val"]``), the entry in ``task_manifest.json`` their headline numbers."""
+    val = {k: _as_published(k, v) for k, v in record.extra.get("val", {}).items()
+           if isinstance(v, (int, float)) and k != "loss"}  # fmt: skip
+    if not val:
+        raise ValueError(f"{run_dir / RUN_WEIGHTS} has no validation metrics for its last epoch; evaluate every epoch")
+    name = f"{record.task['head']}_{record.arch}.{tag}"
+    dataset = _dataset_name(record.extra.get("dataset", ""))
+    record = record.replace(source=f"resnetkit training run {run_dir.name}", extra={**record.extra, **extra})
+    filename = f"{name}.safetensors"
+    save_weights(files / filename, tensors, record)
+    entry = {"name": name, "builder": record.task["head"], "backbone": record.arch, "filename": filename,
+             "sha256": file_digest(files / filename, "sha256"), "categories": list(record.classes),
+             "metrics": {f"{dataset} val": val}, "num_params": _parameter_count(tensors),
+             "file_mb": round((files / filename).stat().st_size / 1e6, 2), "recipe": record.recipe,
+             "aux": bool(record.task.get("options", {}).get("aux"))}  # fmt: skip
+    _update_manifest(files / TASK_MANIFEST.name, entry, key=("name",))
+    return entry
+
+
+def _as_published(key: str, value: float) -> float:
+    """A validation metric as torchvision publishes its checkpoints': mean IoU, pixel accuracy and COCO AP in
+    percent (the run records fractions), anything else as it is; four significant decimals at most."""
+    percent = key in ("miou", "pixel_acc", "mean_acc") or "_map" in key
+    return round(100 * value, 2) if percent else round(value, 4)
+
+
+def _parameter_count(tensors: dict) -> int:
+    """Parameters in a state dict: every tensor but BatchNorm's running statistics and counters."""
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    return sum(v.numel() for k, v in tensors.items() if not k.endswith(buffers))
 
 
 def run_wall_time(run_dir: Path, epochs: int) -> float:
@@ -77,10 +115,13 @@ def run_wall_time(run_dir: Path, epochs: int) -> float:
     return sum(r["epoch_time_s"] for epoch, r in latest.items() if epoch <= epochs)
 
 
-def _update_manifest(path: Path, entry: dict[str, Any]) -> None:
+def _update_manifest(path: Path, entry: dict[str, Any], key: tuple[str, ...]) -> None:
+    def identity(e: dict[str, Any]) -> tuple:
+        return tuple(e[k] for k in key)
+
     entries = json.loads(path.read_text()) if path.is_file() else []
-    entries = [e for e in entries if (e["arch"], e["tag"]) != (entry["arch"], entry["tag"])] + [entry]
-    entries.sort(key=lambda e: (e["arch"], e["tag"]))
+    entries = [e for e in entries if identity(e) != identity(entry)] + [entry]
+    entries.sort(key=identity)
     atomic_write(path, lambda f: f.write((json.dumps(entries, indent=2) + "\n").encode()))
 
 

@@ -23,6 +23,7 @@ from ..models import Metric, Preprocess
 
 SHIPPED = Path(__file__).parent / "files"  # weights trained by resnetkit, inside the package
 MANIFEST = SHIPPED / "manifest.json"
+TASK_MANIFEST = SHIPPED / "task_manifest.json"  # detectors and segmenters trained by resnetkit (see resnetkit.tasks)
 
 
 class SourceFormat(enum.Enum):

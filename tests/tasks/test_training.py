@@ -13,10 +13,14 @@ import torch
 
 from resnetkit.cli import main
 from resnetkit.errors import UserError
+from resnetkit.tasks.checkpoints import TASK_WEIGHTS, shipped_entries
 from resnetkit.tasks.training import Detection, Segmentation, load_task_model, task_for
 from resnetkit.train.config import load_config
 from resnetkit.train.engine import fit
 from resnetkit.train.task import Classification
+from resnetkit.weights import hub
+from resnetkit.weights.format import WeightsError
+from resnetkit.weights.publish import publish_run
 from tests.data_tasks.generated import encode
 
 COLOURS = np.array([[20, 20, 20], [230, 40, 40], [40, 40, 230]], dtype=np.uint8)  # background, red, blue
@@ -170,6 +174,38 @@ def test_cli_train_eval_predict_segmentation(tmp_path, capsys):
     assert (tmp_path / "pred" / "frame.png").is_file()
     written = json.loads((tmp_path / "pred" / "frame.json").read_text())
     assert written["image"].endswith("frame.png") and set(written["pixels"]) <= {"background", "red", "blue"}
+
+
+def test_a_published_segmenter_is_listed_and_predicts_by_name(tmp_path, monkeypatch, capsys):
+    cfg = seg_config(tmp_path, "epochs=1")
+    fit(cfg, task=task_for(cfg))
+    files = tmp_path / "files"
+    files.mkdir()
+    entry = publish_run(tmp_path / "seg", "toy_e1", "resnetkit train ...", "a test CPU", files=files)
+    name = entry["name"]
+    assert name == "deeplabv3_cifar_resnet20.toy_e1" and entry["categories"] == ["background", "red", "blue"]
+    metrics = entry["metrics"]["seg.zip val"]
+    assert set(metrics) == {"miou", "pixel_acc", "mean_acc"} and entry["aux"]  # in percent, as torchvision's
+    val = json.loads((tmp_path / "seg" / "summary.json").read_text())["metrics"]["val"]
+    assert metrics["miou"] == pytest.approx(100 * val["miou"], abs=0.01)
+    monkeypatch.setattr(hub, "SHIPPED", files)  # the package's weights folder, here the test's
+    monkeypatch.setitem(TASK_WEIGHTS, name, shipped_entries(files / "task_manifest.json")[name])
+    assert main(["weights", "deeplabv3_cifar*"]) == 0 and "resnetkit (shipped" in capsys.readouterr().out
+    model, trained = load_task_model(name), load_task_model(tmp_path / "seg" / "weights.safetensors")
+    assert model.record.extra["hardware"] == "a test CPU" and model.record.task == trained.record.task
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(model(x)["out"], trained(x)["out"])
+    image = tmp_path / "frame.png"
+    with zipfile.ZipFile(cfg.data.dataset) as archive:
+        image.write_bytes(archive.read("toy/val/000.png"))
+    assert main(["predict", name, str(image), "--out", str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred" / "frame.png").is_file()
+    with open(files / entry["filename"], "r+b") as f:  # a damaged file is refused, not loaded
+        f.seek(-4, 2)
+        f.write(b"\0\0\0\1")
+    with pytest.raises(WeightsError, match="damaged"):
+        load_task_model(name)
 
 
 def test_segmentation_exports_to_onnx_with_parity(tmp_path, capsys):
