@@ -201,6 +201,7 @@ def test_a_published_segmenter_is_listed_and_predicts_by_name(tmp_path, monkeypa
         image.write_bytes(archive.read("toy/val/000.png"))
     assert main(["predict", name, str(image), "--out", str(tmp_path / "pred")]) == 0
     assert (tmp_path / "pred" / "frame.png").is_file()
+    assert main(["eval", name]) == 0 and f"mean IoU {metrics['miou']:.2f}%" in capsys.readouterr().out
     with open(files / entry["filename"], "r+b") as f:  # a damaged file is refused, not loaded
         f.seek(-4, 2)
         f.write(b"\0\0\0\1")
