@@ -97,7 +97,7 @@ def _publish_task_run(run_dir: Path, tag: str, tensors: dict, record: Any, extra
 
 def _as_published(key: str, value: float) -> float:
     """A validation metric as torchvision publishes its checkpoints': mean IoU, pixel accuracy and COCO AP in
-    percent (the run records fractions), anything else as it is; four significant decimals at most."""
+    percent (the run records fractions), anything else as it is; rounded to 2 and 4 decimals."""
     percent = key in ("miou", "pixel_acc", "mean_acc") or "_map" in key
     return round(100 * value, 2) if percent else round(value, 4)
 
