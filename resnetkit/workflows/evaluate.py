@@ -13,6 +13,7 @@ import torch
 from .. import runtime
 from ..data.stream import folder_loader
 from ..models import ModelRecord
+from ..tasks.checkpoints import TASK_WEIGHTS
 from ..tasks.predict import is_task_file
 from ..tasks.training import load_task_model, task_for
 from ..train.config import TrainConfig
@@ -189,6 +190,9 @@ class TaskReport:
 def evaluate_task_model(source: str, split: str | None, dataset: str | None, device: torch.device) -> TaskReport:
     """A task model file (detection, segmentation, video, depth) on the val split of its run's data, rebuilt from
     the file's training config (or on the val split of ``dataset``, another dataset in the same layout)."""
+    if source in TASK_WEIGHTS and TASK_WEIGHTS[source].url is not None:  # refused before any download
+        raise ValueError(f"{source} is torchvision's checkpoint, not a resnetkit run: it holds no training config to "
+                         "rebuild its data from, so eval cannot score it (predict, export and bench take it)")
     model = load_task_model(source).to(device)
     cfg = TrainConfig.from_dict(model.record.train_config)
     if dataset is not None:

@@ -209,6 +209,12 @@ def test_a_published_segmenter_is_listed_and_predicts_by_name(tmp_path, monkeypa
         load_task_model(name)
 
 
+def test_eval_refuses_torchvision_checkpoints_before_downloading(capsys):
+    assert main(["eval", "deeplabv3_resnet50.coco_voc_v1"]) != 0
+    err = capsys.readouterr().err
+    assert "torchvision's checkpoint, not a resnetkit run" in err and len(err.strip().splitlines()) == 1
+
+
 def test_segmentation_exports_to_onnx_with_parity(tmp_path, capsys):
     cfg = seg_config(tmp_path, "epochs=1", "data.base_size=24")
     fit(cfg, task=task_for(cfg))
