@@ -296,9 +296,9 @@ class Detection(_DenseTask):
 
     def augmentation(self, cfg: TrainConfig) -> str:
         sizes = cfg.model.head_options.get("min_size", 800)  # torchvision's default shorter side
-        many = isinstance(sizes, (list, tuple)) and len(sizes) > 1
-        shown = f"{min(sizes)}-{max(sizes)} (one drawn per image)" if many else sizes
-        return f"shorter side {shown} px{', flips' if cfg.data.flip else ''}"
+        sizes = list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
+        shown = f"{min(sizes)}-{max(sizes)} px (one drawn per image)" if len(sizes) > 1 else f"{sizes[0]} px"
+        return f"shorter side {shown}{', flips' if cfg.data.flip else ''}"
 
     def build_data(self, cfg: TrainConfig, device: torch.device, world: D.World) -> RunData:
         from ..data.detection import CocoDetection, detection_collate, detection_transform
