@@ -545,6 +545,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tag", required=True, help="e.g. c10jpeg_cpu30 (the short CPU recipe) or c10jpeg_paper")
     p.add_argument("--command", help="how it was trained (default: driver.json's train_command)")
     p.add_argument("--hardware", help="what it was trained on (default: driver.json's, else this machine)")
+    p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file)")
     if argv and argv[0] in EXPERIMENTS:  # KEY=VALUE may follow --seeds/--only, whose nargs would swallow it
         overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
         args = parser.parse_args([a for a in argv if a not in overrides])
@@ -564,7 +565,7 @@ def publish(args: argparse.Namespace) -> None:
     if not (args.run_dir / "summary.json").is_file():
         raise SystemExit(f"cifar10.py: {args.run_dir} has not finished (no summary.json); resume it first")
     machine = args.hardware or " + ".join(meta.get("hardware", [])) or hardware("auto")
-    entry = publish_run(args.run_dir, args.tag, command, machine)
+    entry = publish_run(args.run_dir, args.tag, command, machine, half=args.half)
     if "name" in entry:  # a detector or segmenter (resnetkit train camvid_deeplabv3, balloon_maskrcnn)
         name, score = entry["name"], "; ".join(f"{k} {v:.4f}" for m in entry["metrics"].values() for k, v in m.items())
     else:

@@ -13,7 +13,7 @@ from resnetkit.io import file_digest
 from resnetkit.train.checkpoint import load_checkpoint
 from resnetkit.train.config import TrainConfig
 from resnetkit.train.engine import recipe_summary
-from resnetkit.weights import read_weights
+from resnetkit.weights import model_with, read_weights
 from resnetkit.weights.publish import publish_run, run_wall_time
 from resnetkit.weights.registry import MANIFEST, SHIPPED, SHIPPED_ENTRIES, entry_from_dict
 
@@ -40,6 +40,19 @@ def test_publish_again_replaces_the_entry(tiny_checkpoint, tmp_path):
     for tag in ("a", "b", "a"):
         publish_run(tiny_checkpoint.parent, tag, "cmd", "cpu", files=tmp_path)
     assert [e["tag"] for e in json.loads((tmp_path / MANIFEST.name).read_text())] == ["a", "b"]
+
+
+def test_half_precision_weights_load_into_a_float32_model(tiny_checkpoint, tmp_path):
+    entry = publish_run(tiny_checkpoint.parent, "half", "cmd", "cpu", files=tmp_path, half=True)
+    state, meta = read_weights(tmp_path / entry["filename"])
+    assert meta.extra["stored_dtype"] == "float16"
+    assert {v.dtype for k, v in state.items() if not k.endswith("num_batches_tracked")} == {torch.float16}
+    last = load_checkpoint(tiny_checkpoint)
+    model, full = model_with(meta, state).eval(), model_with(last.record, last.weights).eval()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    x = torch.rand(2, 1, 16, 16)  # digits: grey images
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), full(x), atol=0.02, rtol=0.01)
 
 
 def test_recipe_says_when_a_run_trained_in_mixed_precision(tiny_checkpoint):

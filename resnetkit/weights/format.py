@@ -212,6 +212,8 @@ def load_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
         parts = [f"{label} ({len(keys)}): {', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''}"
                  for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if keys]  # fmt: skip
         raise WeightsError(f"{source} do not fit {_describe(model)}: " + "; ".join(parts))
+    if assign:  # assigned tensors become the parameters: weights stored in float16 load in the model's own dtype
+        state_dict = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     model.load_state_dict(state_dict, strict=True, assign=assign)
 
 

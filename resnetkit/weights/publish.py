@@ -36,6 +36,7 @@ def publish_run(
     hardware: str,
     *,
     files: str | Path = SHIPPED,
+    half: bool = False,
 ) -> dict[str, Any]:
     """Write a run's final weights and metadata into ``files`` and add (or replace) its manifest entry.
 
@@ -45,6 +46,8 @@ def publish_run(
         command: the command that trained it, as a user would type it.
         hardware: what it was trained on (e.g. ``runtime.hardware_name()``).
         files: the folder of shipped weights (the package's own by default).
+        half: store floating-point tensors in float16 (half the file; they load back into float32 models), for
+            models too large to ship in float32, such as a detector or segmenter.
 
     Returns:
         The manifest entry written.
@@ -54,6 +57,9 @@ def publish_run(
     epochs = record.extra["epoch"]
     extra = {"epochs": epochs, "steps": record.extra["step"], "hardware": hardware, "command": command,
              "wall_time_s": round(run_wall_time(run_dir, epochs), 1)}  # fmt: skip
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        extra["stored_dtype"] = "float16"
     if record.task:
         return _publish_task_run(run_dir, tag, tensors, record, extra, files)
     if not record.metrics:

@@ -202,6 +202,13 @@ def test_a_published_segmenter_is_listed_and_predicts_by_name(tmp_path, monkeypa
     assert main(["predict", name, str(image), "--out", str(tmp_path / "pred")]) == 0
     assert (tmp_path / "pred" / "frame.png").is_file()
     assert main(["eval", name]) == 0 and f"mean IoU {metrics['miou']:.2f}%" in capsys.readouterr().out
+    half = publish_run(tmp_path / "seg", "toy_half", "resnetkit train ...", "a test CPU", files=files, half=True)
+    assert half["file_mb"] < 0.6 * entry["file_mb"]  # float16 storage: about half the file
+    monkeypatch.setitem(TASK_WEIGHTS, half["name"], shipped_entries(files / "task_manifest.json")[half["name"]])
+    halved = load_task_model(half["name"])
+    assert next(halved.parameters()).dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(halved(x)["out"], trained(x)["out"], atol=0.05, rtol=0.01)
     with open(files / entry["filename"], "r+b") as f:  # a damaged file is refused, not loaded
         f.seek(-4, 2)
         f.write(b"\0\0\0\1")
