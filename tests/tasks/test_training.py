@@ -216,6 +216,20 @@ def test_a_published_segmenter_is_listed_and_predicts_by_name(tmp_path, monkeypa
         load_task_model(name)
 
 
+@pytest.mark.parametrize("name", sorted(shipped_entries()))
+def test_shipped_task_weights_load_offline_and_match_the_manifest(name):
+    entry = TASK_WEIGHTS[name]
+    model = load_task_model(name)  # the file's SHA-256 is checked against the manifest first
+    assert model.record.classes == entry.categories and model.record.task["head"] == entry.builder
+    assert sum(p.numel() for p in model.parameters()) == entry.num_params
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 80))
+    if isinstance(out, list):  # a detector: one dict of boxes, labels, scores (and masks) per image
+        assert out[0]["boxes"].shape[1:] == (4,) and set(out[0]) >= {"labels", "scores"}
+    else:
+        assert out["out"].shape == (1, entry.num_classes, 64, 80) and torch.isfinite(out["out"]).all()
+
+
 def test_eval_refuses_torchvision_checkpoints_before_downloading(capsys):
     assert main(["eval", "deeplabv3_resnet50.coco_voc_v1"]) != 0
     err = capsys.readouterr().err
