@@ -7,6 +7,11 @@ same module names (their state dicts load with ``strict=True``), the same pyrami
 for the R-CNNs; C3-C5, P6 and P7 from P5 for RetinaNet) and the same defaults: with pretrained weights (backbone or
 whole model) frozen BatchNorm and ``frozen_stages=1`` (torchvision's ``trainable_backbone_layers=3``), without them
 the variant's own norm and nothing frozen.
+
+``head_norm`` gives the R-CNNs torchvision's v2 heads (``*_resnet50_fpn_v2``, after Li et al. 2021): a two-conv RPN
+head, a four-conv one-fc box head, a mask head and pyramid convolutions, each followed by a norm: ``"batch"`` as
+torchvision's (state dicts move with ``strict=True``), ``"group"`` for training from scratch with small batches, as
+He et al. 2019 ("Rethinking ImageNet Pre-training") normalise the pyramid and heads with GroupNorm.
 """
 
 from __future__ import annotations
@@ -14,7 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, RPNHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+from ..models.config import Norm
+from ..models.layers import NORM_LAYERS
 
 from .backbones import ResNetFPN, feature_dict
 from .checkpoints import load_torchvision_checkpoint, pretrained_builder_args
@@ -29,6 +39,7 @@ def resnet_fpn(
     norm: str | None = None,
     out_channels: int = 256,
     trained: bool = False,
+    fpn_norm: str | None = None,
     **backbone_options: Any,
 ) -> ResNetFPN:
     """A resnetkit variant with torchvision's feature pyramid on the stages ``returned_layers``.
@@ -43,6 +54,7 @@ def resnet_fpn(
         norm: the backbone's norm; ``None``: ``"frozen_batch"`` when pretrained, else the variant's own.
         out_channels: channels of each pyramid level.
         trained: the whole model's weights will be loaded (counts as pretrained for the defaults).
+        fpn_norm: a norm after the pyramid's convolutions (``"batch"``, ``"group"``); ``None``: none, as v1.
         **backbone_options: further ``create_model`` overrides (``drop_path_rate``, ``stride_in_1x1``, ...).
     """
     pretrained = trained or bool(pretrained_backbone)
@@ -54,7 +66,19 @@ def resnet_fpn(
         backbone_options["norm"] = norm
     body = feature_dict(backbone_name, tuple(returned_layers), frozen_stages=frozen_stages,
                         pretrained=pretrained_backbone, **backbone_options)  # fmt: skip
-    return ResNetFPN(body, out_channels, extra_blocks if extra_blocks is not None else LastLevelMaxPool())
+    extra_blocks = extra_blocks if extra_blocks is not None else LastLevelMaxPool()
+    return ResNetFPN(body, out_channels, extra_blocks, NORM_LAYERS[Norm(fpn_norm)] if fpn_norm else None)
+
+
+def v2_heads(head_norm: str, out_channels: int = 256, mask: bool = False, num_anchors: int = 3) -> dict[str, Any]:
+    """torchvision's v2 R-CNN heads with ``head_norm`` after every convolution, as ``FasterRCNN``/``MaskRCNN``
+    arguments: ``rpn_head``, ``box_head`` and, with ``mask``, ``mask_head``."""
+    norm_layer = NORM_LAYERS[Norm(head_norm)]
+    heads = {"rpn_head": RPNHead(out_channels, num_anchors, conv_depth=2),
+             "box_head": FastRCNNConvFCHead((out_channels, 7, 7), [256] * 4, [1024], norm_layer=norm_layer)}  # fmt: skip
+    if mask:
+        heads["mask_head"] = MaskRCNNHeads(out_channels, [256] * 4, 1, norm_layer=norm_layer)
+    return heads
 
 
 def _build(head: type, builder: str, backbone_name: str, num_classes: int, weights: str | None, fpn: dict,
@@ -67,7 +91,15 @@ def _build(head: type, builder: str, backbone_name: str, num_classes: int, weigh
     for key in ("norm", "frozen_stages"):  # given with the backbone's options: the same as the builder's argument
         if key in backbone and fpn.get(key) is None:
             fpn[key] = backbone.pop(key)
-    model = head(resnet_fpn(backbone_name, trained=entry is not None, **fpn, **backbone), num_classes, **kwargs)
+    head_norm = kwargs.pop("head_norm", None)
+    if head_norm is not None and head is RetinaNet:
+        raise ValueError("head_norm (torchvision's v2 heads) is an option of faster_rcnn and mask_rcnn, not retinanet")
+    if head_norm is not None:
+        anchors = kwargs.get("rpn_anchor_generator")
+        kwargs = {**v2_heads(head_norm, mask=head is MaskRCNN,
+                             num_anchors=anchors.num_anchors_per_location()[0] if anchors else 3), **kwargs}  # fmt: skip
+    model = head(resnet_fpn(backbone_name, trained=entry is not None, fpn_norm=head_norm, **fpn, **backbone),
+                 num_classes, **kwargs)  # fmt: skip
     if entry is not None:
         load_torchvision_checkpoint(model, entry)
     return model
@@ -98,7 +130,8 @@ def faster_rcnn(
         frozen_stages: stem and first stages frozen; ``None`` follows torchvision (1 when pretrained, else -1).
         norm: the backbone's norm; ``None`` follows torchvision (``"frozen_batch"`` when pretrained).
         backbone_options: further ``create_model`` overrides for the backbone.
-        **kwargs: options of torchvision's ``FasterRCNN`` (``min_size``, ``box_score_thresh``, ...).
+        **kwargs: options of torchvision's ``FasterRCNN`` (``min_size``, ``box_score_thresh``, ...), and
+            ``head_norm`` (``"batch"`` or ``"group"``): torchvision's v2 heads with that norm (see the module).
 
     Example:
         >>> model = faster_rcnn("resnet18", num_classes=3, min_size=64, max_size=64).eval()

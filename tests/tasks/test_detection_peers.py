@@ -4,6 +4,8 @@ predict and train under the same heads."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from torchvision.models import detection as tvd
@@ -18,6 +20,10 @@ PEERS = {
     "faster_rcnn": (faster_rcnn, tvd.fasterrcnn_resnet50_fpn, {"box_score_thresh": 0.0, "box_detections_per_img": 50}),
     "mask_rcnn": (mask_rcnn, tvd.maskrcnn_resnet50_fpn, {"box_score_thresh": 0.0, "box_detections_per_img": 20}),
     "retinanet": (retinanet, tvd.retinanet_resnet50_fpn, {"score_thresh": 0.0, "detections_per_img": 50}),
+    "faster_rcnn_v2": (partial(faster_rcnn, head_norm="batch"), tvd.fasterrcnn_resnet50_fpn_v2,
+                       {"box_score_thresh": 0.0, "box_detections_per_img": 50}),
+    "mask_rcnn_v2": (partial(mask_rcnn, head_norm="batch"), tvd.maskrcnn_resnet50_fpn_v2,
+                     {"box_score_thresh": 0.0, "box_detections_per_img": 20}),
 }
 
 
@@ -32,7 +38,7 @@ def test_torchvision_detector_loads_strictly_and_predicts_the_same(kind):
     images = list(smooth_images(2, 150, 190, seed=1))  # resized to 128 x 160 by both transforms
     with torch.no_grad():
         expected, got = theirs(images), ours(images)
-    keys = {"boxes", "scores", "labels"} | ({"masks"} if kind == "mask_rcnn" else set())
+    keys = {"boxes", "scores", "labels"} | ({"masks"} if kind.startswith("mask_rcnn") else set())
     for e, g in zip(expected, got, strict=True):
         assert set(g) == keys
         assert len(e["boxes"]) >= 10, "too few boxes to compare: lower the score threshold"
@@ -118,3 +124,19 @@ def test_pretrained_layout_is_torchvisions(kind):
     ours.load_state_dict(theirs.state_dict(), strict=True)
     frozen = {n for n, p in ours.named_parameters() if not p.requires_grad}
     assert frozen == {n for n, p in theirs.named_parameters() if not p.requires_grad} and frozen
+
+
+def test_group_norm_heads_for_training_from_scratch():
+    """``head_norm="group"``: torchvision's v2 heads and pyramid with GroupNorm (He et al. 2019), trainable with
+    two images a batch; RetinaNet has no such option and says so."""
+    model = mask_rcnn("resnet18", num_classes=3, norm="group", head_norm="group", min_size=96, max_size=112,
+                      rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100, box_batch_size_per_image=64)  # fmt: skip
+    norms = {name.split(".")[0] + "." + name.split(".")[1]: type(m).__name__ for name, m in model.named_modules()
+             if isinstance(m, torch.nn.GroupNorm)}  # fmt: skip
+    assert {"backbone.body", "backbone.fpn", "roi_heads.box_head", "roi_heads.mask_head"} <= set(norms)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    model.train()
+    losses = model(list(smooth_images(2, 96, 112, seed=3)), _targets(2, with_masks=True))
+    assert set(losses) >= {"loss_mask", "loss_classifier"} and torch.isfinite(sum(losses.values()))
+    with pytest.raises(ValueError, match="not retinanet"):
+        retinanet("resnet18", num_classes=2, head_norm="group")
