@@ -185,3 +185,18 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, model.state_dict(), _record(model))
     assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+
+
+def test_curves_leave_out_a_detectors_missing_validation_loss(tmp_path):
+    import math
+    import warnings
+
+    from resnetkit.train.report import plot_curves
+
+    records = [{"epoch": 1, "train_loss": 2.0},  # before the first validation pass
+               {"epoch": 2, "train_loss": 1.5, "val_loss": math.nan, "val_bbox_map50": 0.2}]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend"
+        for n in (1, 2):  # after the first epoch, then after the first validation pass
+            path = plot_curves(records[:n], tmp_path / f"curves{n}.png", metric="bbox_map50")
+            assert path.stat().st_size > 1000

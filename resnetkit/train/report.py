@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -79,18 +80,19 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "", metr
     epochs = [r["epoch"] for r in records]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, style, label in (("train_loss", "--", "train"), ("val_loss", "-", "validation")):
-        points = [(e, r[key]) for e, r in zip(epochs, records) if key in r]
-        if points:
+        points = [(e, r[key]) for e, r in zip(epochs, records) if math.isfinite(r.get(key, math.nan))]
+        if points:  # a detector's validation has no loss (NaN in the log): no line, no legend entry
             ax_loss.plot(*zip(*points), style, label=label)
     for key, style, label in ((f"train_{metric}", "--", "train"), (f"val_{metric}", "-", "validation")):
-        points = [(e, 100 * r[key]) for e, r in zip(epochs, records) if key in r]
+        points = [(e, 100 * r[key]) for e, r in zip(epochs, records) if math.isfinite(r.get(key, math.nan))]
         if points:
             ax_acc.plot(*zip(*points), style, label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log")
     ax_acc.set(xlabel="epoch", ylabel=METRIC_LABELS.get(metric, f"{metric} (%)"))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     image = io.BytesIO()
