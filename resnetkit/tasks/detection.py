@@ -25,7 +25,6 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 
 from ..models.config import Norm
 from ..models.layers import NORM_LAYERS
-
 from .backbones import ResNetFPN, feature_dict
 from .checkpoints import load_torchvision_checkpoint, pretrained_builder_args
 
@@ -74,8 +73,8 @@ def v2_heads(head_norm: str, out_channels: int = 256, mask: bool = False, num_an
     """torchvision's v2 R-CNN heads with ``head_norm`` after every convolution, as ``FasterRCNN``/``MaskRCNN``
     arguments: ``rpn_head``, ``box_head`` and, with ``mask``, ``mask_head``."""
     norm_layer = NORM_LAYERS[Norm(head_norm)]
-    heads = {"rpn_head": RPNHead(out_channels, num_anchors, conv_depth=2),
-             "box_head": FastRCNNConvFCHead((out_channels, 7, 7), [256] * 4, [1024], norm_layer=norm_layer)}  # fmt: skip
+    box_head = FastRCNNConvFCHead((out_channels, 7, 7), [256] * 4, [1024], norm_layer=norm_layer)
+    heads = {"rpn_head": RPNHead(out_channels, num_anchors, conv_depth=2), "box_head": box_head}
     if mask:
         heads["mask_head"] = MaskRCNNHeads(out_channels, [256] * 4, 1, norm_layer=norm_layer)
     return heads
@@ -92,12 +91,12 @@ def _build(head: type, builder: str, backbone_name: str, num_classes: int, weigh
         if key in backbone and fpn.get(key) is None:
             fpn[key] = backbone.pop(key)
     head_norm = kwargs.pop("head_norm", None)
-    if head_norm is not None and head is RetinaNet:
-        raise ValueError("head_norm (torchvision's v2 heads) is an option of faster_rcnn and mask_rcnn, not retinanet")
     if head_norm is not None:
+        if head is RetinaNet:
+            raise ValueError("head_norm (torchvision's v2 heads) is for faster_rcnn and mask_rcnn, not retinanet")
         anchors = kwargs.get("rpn_anchor_generator")
-        kwargs = {**v2_heads(head_norm, mask=head is MaskRCNN,
-                             num_anchors=anchors.num_anchors_per_location()[0] if anchors else 3), **kwargs}  # fmt: skip
+        num_anchors = anchors.num_anchors_per_location()[0] if anchors else 3
+        kwargs = {**v2_heads(head_norm, mask=head is MaskRCNN, num_anchors=num_anchors), **kwargs}
     model = head(resnet_fpn(backbone_name, trained=entry is not None, fpn_norm=head_norm, **fpn, **backbone),
                  num_classes, **kwargs)  # fmt: skip
     if entry is not None:

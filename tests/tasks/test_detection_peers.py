@@ -20,10 +20,16 @@ PEERS = {
     "faster_rcnn": (faster_rcnn, tvd.fasterrcnn_resnet50_fpn, {"box_score_thresh": 0.0, "box_detections_per_img": 50}),
     "mask_rcnn": (mask_rcnn, tvd.maskrcnn_resnet50_fpn, {"box_score_thresh": 0.0, "box_detections_per_img": 20}),
     "retinanet": (retinanet, tvd.retinanet_resnet50_fpn, {"score_thresh": 0.0, "detections_per_img": 50}),
-    "faster_rcnn_v2": (partial(faster_rcnn, head_norm="batch"), tvd.fasterrcnn_resnet50_fpn_v2,
-                       {"box_score_thresh": 0.0, "box_detections_per_img": 50}),
-    "mask_rcnn_v2": (partial(mask_rcnn, head_norm="batch"), tvd.maskrcnn_resnet50_fpn_v2,
-                     {"box_score_thresh": 0.0, "box_detections_per_img": 20}),
+    "faster_rcnn_v2": (
+        partial(faster_rcnn, head_norm="batch"),
+        tvd.fasterrcnn_resnet50_fpn_v2,
+        {"box_score_thresh": 0.0, "box_detections_per_img": 50},
+    ),
+    "mask_rcnn_v2": (
+        partial(mask_rcnn, head_norm="batch"),
+        tvd.maskrcnn_resnet50_fpn_v2,
+        {"box_score_thresh": 0.0, "box_detections_per_img": 20},
+    ),
 }
 
 
@@ -129,8 +135,8 @@ def test_pretrained_layout_is_torchvisions(kind):
 def test_group_norm_heads_for_training_from_scratch():
     """``head_norm="group"``: torchvision's v2 heads and pyramid with GroupNorm (He et al. 2019), trainable with
     two images a batch; RetinaNet has no such option and says so."""
-    model = mask_rcnn("resnet18", num_classes=3, norm="group", head_norm="group", min_size=96, max_size=112,
-                      rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100, box_batch_size_per_image=64)  # fmt: skip
+    small = {"min_size": 96, "max_size": 112, "rpn_post_nms_top_n_train": 100, "box_batch_size_per_image": 64}
+    model = mask_rcnn("resnet18", num_classes=3, norm="group", head_norm="group", **small)
     norms = {name.split(".")[0] + "." + name.split(".")[1]: type(m).__name__ for name, m in model.named_modules()
              if isinstance(m, torch.nn.GroupNorm)}  # fmt: skip
     assert {"backbone.body", "backbone.fpn", "roi_heads.box_head", "roi_heads.mask_head"} <= set(norms)
