@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from resnetkit import create_model
+from resnetkit.tasks import task_for
 from resnetkit.train.config import load_config
 from resnetkit.train.data import build_data
 from resnetkit.train.distributed import World
@@ -47,8 +48,9 @@ def bare_loop(cfg, steps: int) -> float:
 
 
 def engine(cfg, steps: int, out: Path) -> float:
-    """``fit`` for ``steps`` steps (validation only at the end); the training images/s it reports."""
-    fit(dataclasses.replace(cfg, steps=steps, out=str(out), eval_every=10**9))
+    """``fit`` for ``steps`` steps (validation only at the end) of the recipe's task; the training images/s."""
+    cfg = dataclasses.replace(cfg, steps=steps, out=str(out), eval_every=10**9)
+    fit(cfg, task=task_for(cfg))
     return json.loads((out / "summary.json").read_text())["images_per_s"]
 
 
