@@ -15,9 +15,11 @@ from resnetkit.cli import main
 from resnetkit.errors import UserError
 from resnetkit.tasks.checkpoints import TASK_WEIGHTS, shipped_entries
 from resnetkit.tasks.training import Detection, Segmentation, load_task_model, task_for
-from resnetkit.train.config import load_config
+from resnetkit.train.config import TrainConfig, load_config
+from resnetkit.train.distributed import World
 from resnetkit.train.engine import fit
 from resnetkit.train.task import Classification
+from resnetkit.train.task_metrics import DetectionMeter
 from resnetkit.weights import hub
 from resnetkit.weights.format import WeightsError
 from resnetkit.weights.publish import publish_run
@@ -134,6 +136,18 @@ def test_detection_trains_and_measures_coco_ap(det_run):
     model = load_task_model(det_run / "best.safetensors")
     assert type(model).__name__ == "MaskRCNN" and model.record.classes == ("__background__", "box")
     assert model.record.recipe.endswith("2 epochs, shorter side 64 px, flips")
+
+
+def test_a_detector_trained_in_bf16_is_scored_in_float32(det_run, monkeypatch):
+    # under bf16 autocast torchvision would decode the boxes in bfloat16: steps of 8 px at a photo's scale
+    model = load_task_model(det_run / "best.safetensors")
+    cfg = TrainConfig.from_dict({**model.record.train_config, "precision": "bf16"})
+    task = task_for(cfg)
+    data = task.build_data(cfg, torch.device("cpu"), World())
+    scored = []
+    monkeypatch.setattr(DetectionMeter, "update", lambda self, outputs, targets: scored.extend(outputs))
+    task.evaluate(model, data.val_batches(), data, cfg)
+    assert len(scored) == 2 and {o["boxes"].dtype for o in scored} == {torch.float32}
 
 
 def test_detector_exports_to_onnx_with_parity(det_run, tmp_path, capsys):
