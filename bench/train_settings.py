@@ -1,8 +1,8 @@
 """Training speed of ``fit`` under each precision and memory format: which settings to pick on this machine.
 
 Trains one model (``cifar_resnet20`` by default, with the ``cifar10_cpu`` recipe; any recipe and overrides) for a
-few steps on the same batches with every pair of ``precision`` (fp32, bf16 autocast) and ``channels_last`` (false, true); the
-pairs alternate within each repeat and the median images/s of each is reported. Which pair wins depends on the
+few steps on the same batches with every pair of ``precision`` (fp32, bf16 autocast) and ``channels_last`` (false,
+true); the pairs alternate within each repeat and the median images/s of each is reported. Which pair wins depends on the
 CPU (oneDNN picks different kernels, and bf16 leans on the CPU's bf16 instructions), so measure before a long run.
 Writes a JSON file.
 
