@@ -79,6 +79,7 @@ def test_model_options_need_names_as_keys():
      (["data.workers=-1"], "data.workers=-1 must be >= 0"),
      (["data.input_size=0"], "data.input_size=0 must be >= 1"),
      (["data.random_erasing=1.5"], "data.random_erasing=1.5 must be a probability"),
+     (["data.augment=lsj", "model.head=deeplabv3"], "data.augment='lsj' is detection's large-scale jitter"),
      (["optim.lr=-0.1"], "optim.lr=-0.1 must be a finite number >= 0"),
      (["optim.lr=.nan"], "optim.lr=nan must be a finite number"),
      (["optim.momentum=1"], "optim.momentum=1.0 must lie in [0, 1)"),

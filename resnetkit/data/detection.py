@@ -353,16 +353,24 @@ def _sanitized(inputs: Any) -> tuple[torch.Tensor, ...]:
     return target["labels"], target["area"], target["iscrowd"]
 
 
-def detection_transform(train: bool, *, flip: bool = True, photometric: bool = False) -> v2.Compose:
+def detection_transform(train: bool, *, flip: bool = True, photometric: bool = False, jitter_size: int = 0,
+                        scale_range: tuple[float, float] = (0.1, 2.0)) -> v2.Compose:
     """The v2 pipeline on ``(Image, target)``: a float image in [0, 1] and the target moved with it.
 
-    Train: random horizontal flip (boxes and masks follow), optionally ``RandomPhotometricDistort``, to float,
-    ``SanitizeBoundingBoxes`` (drops boxes emptied by the geometry, with their labels, masks, areas, crowd flags).
-    Eval: to float only. Resizing and normalising are left to the detector (torchvision's GeneralizedRCNNTransform;
-    multi-scale training is its ``min_size`` tuple).
+    Train: with ``jitter_size``, large-scale jitter as torchvision's detection references and Ghiasi et al. 2021
+    ("Simple Copy-Paste", the from-scratch detectors' augmentation) do it: rescale so the image fits a
+    ``jitter_size`` square times a factor drawn from ``scale_range``, then a random ``jitter_size`` square crop,
+    padded with the ImageNet mean where the image is smaller. Then a random horizontal flip (boxes and masks follow),
+    optionally ``RandomPhotometricDistort``, to float, ``SanitizeBoundingBoxes`` (drops boxes emptied by the
+    geometry, with their labels, masks, areas, crowd flags). Eval: to float only. Resizing and normalising are left
+    to the detector (torchvision's GeneralizedRCNNTransform; multi-scale training is its ``min_size`` tuple).
     """
     steps: list[Any] = []
     if train:
+        if jitter_size:
+            fill = {tv_tensors.Image: (124, 116, 104), "others": 0}  # the ImageNet mean in uint8; masks 0
+            steps += [v2.ScaleJitter((jitter_size, jitter_size), scale_range=scale_range),
+                      v2.RandomCrop(jitter_size, pad_if_needed=True, fill=fill)]  # fmt: skip
         steps += [v2.RandomHorizontalFlip()] if flip else []
         steps += [v2.RandomPhotometricDistort()] if photometric else []
     steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))

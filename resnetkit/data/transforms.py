@@ -35,6 +35,7 @@ class Augment(enum.Enum):
     NONE = "none"  # resize to the model input only
     CIFAR = "cifar"  # zero-pad, random crop at the input size, flip
     IMAGENET = "imagenet"  # RandomResizedCrop to the input size, flip
+    LSJ = "lsj"  # detection: large-scale jitter, a fixed-size crop at the input size, flip (Ghiasi et al. 2021)
 
 
 class AutoAugment(enum.Enum):

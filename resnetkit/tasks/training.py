@@ -28,6 +28,7 @@ from torchvision.transforms.v2 import functional as TF
 from .. import runtime
 from ..data import IMAGENET_MEAN, IMAGENET_STD
 from ..data.dense import IGNORE
+from ..data.transforms import Augment
 from ..errors import UserError
 from ..models import ModelRecord, Preprocess
 from ..train import distributed as D
@@ -298,14 +299,20 @@ class Detection(_DenseTask):
         sizes = cfg.model.head_options.get("min_size", 800)  # torchvision's default shorter side
         sizes = list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
         shown = f"{min(sizes)}-{max(sizes)} px (one drawn per image)" if len(sizes) > 1 else f"{sizes[0]} px"
-        return f"shorter side {shown}{', flips' if cfg.data.flip else ''}"
+        text = f"shorter side {shown}{', flips' if cfg.data.flip else ''}"
+        if cfg.data.augment is not Augment.LSJ:
+            return text
+        low, high = cfg.data.scale_range
+        return f"large-scale jitter {low:g}-{high:g}x, {cfg.data.input_size}-pixel crops, then {text}"
 
     def build_data(self, cfg: TrainConfig, device: torch.device, world: D.World) -> RunData:
         from ..data.detection import CocoDetection, detection_collate, detection_transform
 
         d, masks = cfg.data, cfg.model.head == "mask_rcnn"
         category = d.classes[0] if len(d.classes) == 1 else None
-        train_set = CocoDetection(d.dataset, "train", detection_transform(True, flip=d.flip), masks=masks,
+        jitter = d.input_size if d.augment is Augment.LSJ else 0
+        train_tf = detection_transform(True, flip=d.flip, jitter_size=jitter, scale_range=tuple(d.scale_range))
+        train_set = CocoDetection(d.dataset, "train", train_tf, masks=masks,
                                   skip_broken=d.skip_broken, category=category)  # fmt: skip
         val_set = CocoDetection(d.dataset, "val", detection_transform(False), masks=masks, skip_broken=d.skip_broken,
                                 category=category)  # fmt: skip

@@ -40,6 +40,9 @@ class Schedule(enum.Enum):
     CONSTANT = "constant"
 
 
+DETECTION_HEADS = ("faster_rcnn", "mask_rcnn", "retinanet")
+
+
 @dataclass(frozen=True)
 class ModelSection:
     """Which variant to train and its overrides (any ResNetConfig field).
@@ -70,7 +73,7 @@ class DataSection:
     test_size: float = 0.2  # held-out test split for datasets without an official one (digits)
     split_seed: int = 0
     input_size: int = 32
-    augment: Augment = Augment.CIFAR  # none | cifar (pad, crop, flip) | imagenet (random resized crop, flip)
+    augment: Augment = Augment.CIFAR  # none | cifar (pad, crop, flip) | imagenet (random resized crop, flip) | lsj
     padding: int = 4  # zero padding of the CIFAR crop
     flip: bool = True  # random horizontal flips in the CIFAR and ImageNet augmentations
     auto_augment: AutoAugment = AutoAugment.NONE  # none | trivial | rand
@@ -85,7 +88,7 @@ class DataSection:
     # detection and segmentation (datasets with their own train/val folders; see resnetkit.data.detection/segmentation)
     classes: tuple[str, ...] = ()  # class names in label order when the dataset does not name them (CamVid)
     ignore_index: int = -1  # a label that marks pixels to ignore (CamVid's void: 11); -1: none
-    scale_range: tuple[float, ...] = (0.5, 2.0)  # segmentation: random rescale before the input_size crop
+    scale_range: tuple[float, ...] = (0.5, 2.0)  # segmentation and lsj: random rescale before the input_size crop
     base_size: int = 0  # segmentation: shorter side every image is resized to first (0: as stored)
     skip_broken: bool = False  # warn and skip undecodable images and bad annotations instead of stopping
 
@@ -303,6 +306,9 @@ _RULES: list[tuple[str, Callable[[TrainConfig], bool], str]] = [
     ("data.batch_size", lambda c: c.data.batch_size >= 1, "must be >= 1"),
     ("data.eval_batch_size", lambda c: c.data.eval_batch_size >= 1, "must be >= 1"),
     ("data.workers", lambda c: c.data.workers >= 0, "must be >= 0"),
+    ("data.augment", lambda c: c.data.augment is not Augment.LSJ or c.model.head in DETECTION_HEADS,
+     f"is detection's large-scale jitter (boxes and masks move with it): only for model.head "
+     f"{', '.join(DETECTION_HEADS)}"),
     ("data.scale_range", lambda c: len(c.data.scale_range) == 2 and 0 < c.data.scale_range[0] <= c.data.scale_range[1],
      "must be [low, high] with 0 < low <= high, e.g. [0.5, 2.0]"),
     ("data.base_size", lambda c: c.data.base_size >= 0, "must be >= 0 (0: images as stored)"),

@@ -140,6 +140,34 @@ def test_flip_moves_boxes_and_masks_together(tmp_path):
     assert image.dtype == torch.float32 and target["boxes"].tolist() == [[1, 1, 9, 29]]
 
 
+def assert_boxes_bound_masks(target: dict, size: int) -> None:
+    for box, mask in zip(target["boxes"].tolist(), target["masks"]):
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        tight = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        assert all(abs(a - b) <= 1 for a, b in zip(box, tight)) and 0 <= min(box) and max(box) <= size
+
+
+def test_large_scale_jitter_pads_or_crops_to_a_square_with_boxes_and_masks(tmp_path):
+    data = CocoDetection(via_zip(tmp_path), "train")
+    image, target = data[0]  # 40x30, boxes 8x10 and 18x8
+    torch.manual_seed(0)
+    small, shrunk = detection_transform(True, flip=False, jitter_size=32, scale_range=(0.5, 0.5))(image, target)
+    assert small.shape == (3, 32, 32) and shrunk["masks"].shape == (2, 32, 32)
+    sides = (shrunk["boxes"][:, 2:] - shrunk["boxes"][:, :2]).flatten()  # scaled by min(32/40, 32/30) * 0.5 = 0.4
+    assert sides.tolist() == pytest.approx([3.2, 4.0, 7.2, 3.2], abs=1e-4)
+    padded = (torch.round(small * 255) == torch.tensor([124, 116, 104])[:, None, None]).all(0)
+    assert padded.sum() >= 32 * 32 - 16 * 12  # the 16x12 photo sits in a mean-filled square
+    assert_boxes_bound_masks(shrunk, 32)
+    kept = set()
+    for seed in range(8):  # a 26x19 photo, a random 16x16 window of it; boxes outside it are dropped
+        torch.manual_seed(seed)
+        big, cropped = detection_transform(True, flip=False, jitter_size=16, scale_range=(1.6, 1.6))(image, target)
+        assert big.shape == (3, 16, 16) and len(cropped["labels"]) == len(cropped["masks"]) == len(cropped["boxes"])
+        assert_boxes_bound_masks(cropped, 16)
+        kept.add(len(cropped["boxes"]))
+    assert len(kept) > 1
+
+
 def test_sanitize_drops_a_box_with_its_fields():
     image = torch.zeros(3, 10, 10)
     target = {"boxes": torch.tensor([[1.0, 1, 5, 5], [3, 3, 3, 8]]), "labels": torch.tensor([1, 2]),

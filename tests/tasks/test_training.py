@@ -120,9 +120,10 @@ def test_segmentation_refuses_what_it_cannot_use(tmp_path):
 
 @pytest.fixture(scope="module")
 def det_run(tmp_path_factory) -> Path:
-    """A tiny Mask R-CNN trained 2 epochs on generated boxes."""
+    """A tiny Mask R-CNN trained 2 epochs on generated boxes, with large-scale jitter."""
     tmp = tmp_path_factory.mktemp("det")
-    cfg = load_config(None, [f"data.dataset={detection_zip(tmp)}", *DET, "epochs=2", f"out={tmp / 'det'}"])
+    lsj = ["data.augment=lsj", "data.input_size=64", "data.scale_range=[0.5, 1.5]"]  # large-scale jitter
+    cfg = load_config(None, [f"data.dataset={detection_zip(tmp)}", *DET, *lsj, "epochs=2", f"out={tmp / 'det'}"])
     fit(cfg, task=task_for(cfg))
     return tmp / "det"
 
@@ -135,7 +136,8 @@ def test_detection_trains_and_measures_coco_ap(det_run):
     assert summary["task"] == "detection" and {"bbox_map50", "segm_map", "per_class"} <= set(val)
     model = load_task_model(det_run / "best.safetensors")
     assert type(model).__name__ == "MaskRCNN" and model.record.classes == ("__background__", "box")
-    assert model.record.recipe.endswith("2 epochs, shorter side 64 px, flips")
+    assert model.record.recipe.endswith("2 epochs, large-scale jitter 0.5-1.5x, 64-pixel crops, then shorter side 64 px, "
+                                        "flips")
 
 
 def test_a_detector_trained_in_bf16_is_scored_in_float32(det_run, monkeypatch):
