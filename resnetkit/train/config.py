@@ -307,8 +307,8 @@ _RULES: list[tuple[str, Callable[[TrainConfig], bool], str]] = [
     ("data.eval_batch_size", lambda c: c.data.eval_batch_size >= 1, "must be >= 1"),
     ("data.workers", lambda c: c.data.workers >= 0, "must be >= 0"),
     ("data.augment", lambda c: c.data.augment is not Augment.LSJ or c.model.head in DETECTION_HEADS,
-     f"is detection's large-scale jitter (boxes and masks move with it): only for model.head "
-     f"{', '.join(DETECTION_HEADS)}"),
+     (f"is detection's large-scale jitter (boxes and masks move with it): only for model.head "
+      f"{', '.join(DETECTION_HEADS)}")),
     ("data.scale_range", lambda c: len(c.data.scale_range) == 2 and 0 < c.data.scale_range[0] <= c.data.scale_range[1],
      "must be [low, high] with 0 < low <= high, e.g. [0.5, 2.0]"),
     ("data.base_size", lambda c: c.data.base_size >= 0, "must be >= 0 (0: images as stored)"),
