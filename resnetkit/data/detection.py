@@ -358,7 +358,7 @@ def detection_transform(train: bool, *, flip: bool = True, photometric: bool = F
     """The v2 pipeline on ``(Image, target)``: a float image in [0, 1] and the target moved with it.
 
     Train: with ``jitter_size``, large-scale jitter as torchvision's detection references and Ghiasi et al. 2021
-    ("Simple Copy-Paste", the from-scratch detectors' augmentation) do it: rescale so the image fits a
+    ("Simple Copy-Paste", detectors from random initialisation among them) do it: rescale so the image fits a
     ``jitter_size`` square times a factor drawn from ``scale_range``, then a random ``jitter_size`` square crop,
     padded with the ImageNet mean where the image is smaller. Then a random horizontal flip (boxes and masks follow),
     optionally ``RandomPhotometricDistort``, to float, ``SanitizeBoundingBoxes`` (drops boxes emptied by the
