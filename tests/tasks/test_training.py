@@ -14,8 +14,8 @@ import torch
 from resnetkit.cli import main
 from resnetkit.errors import UserError
 from resnetkit.tasks.checkpoints import TASK_WEIGHTS, shipped_entries
-from resnetkit.tasks.training import Detection, Segmentation, load_task_model, task_for
-from resnetkit.train.config import TrainConfig, load_config
+from resnetkit.tasks.training import HEADS, Detection, Segmentation, load_task_model, task_for
+from resnetkit.train.config import DETECTION_HEADS, TrainConfig, load_config
 from resnetkit.train.distributed import World
 from resnetkit.train.engine import fit
 from resnetkit.train.task import Classification
@@ -91,6 +91,11 @@ def test_task_for_picks_the_task_from_the_head(tmp_path):
     assert isinstance(task_for(load_config(None, ["model.head=mask_rcnn"])), Detection)
     with pytest.raises(UserError, match="unknown model.head 'deeplab'; did you mean deeplabv3"):
         task_for(load_config(None, ["model.head=deeplab"]))
+
+
+def test_the_config_layer_knows_every_detection_head():
+    # The config check of data.augment=lsj cannot import the tasks layer, so it restates which heads detect.
+    assert set(DETECTION_HEADS) == {head for head, (kind, _) in HEADS.items() if kind == "detection"}
 
 
 def test_segmentation_trains_with_ema_resumes_and_rebuilds_from_its_file(tmp_path):
