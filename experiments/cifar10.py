@@ -61,10 +61,11 @@ import statistics
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import plots  # experiments/plots.py and tables.py, beside this file
 import tables
