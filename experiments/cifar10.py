@@ -30,7 +30,7 @@ The 2-core-CPU recipe (one-cycle, 30 epochs)::
     python experiments/cifar10.py jpeg --recipe cifar10_cpu   # ResNet-20 on the images saved again at q50, q25
     python experiments/cifar10.py mobile --recipe cifar10_cpu precision=bf16   # MobileNetV2 beside ResNet-20/56
     python experiments/cifar10.py variants --recipe cifar10_cpu --seeds 0 1 --only 'cifar_preact*' 'cifar_se*' \
-        'cifar_wrn*'   # pre-activation, SE, wide: the new runs of each pair (fp32; bf16 only with AMX)
+        'cifar_wrn*'   # pre-activation, SE, wide: the new runs of each pair (fp32; bf16 only with bf16 instructions)
 
 Accuracy against batch-1 latency of every finished run (ONNX Runtime, measured here side by side)::
 
